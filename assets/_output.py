@@ -1,0 +1,35 @@
+"""How every asset reports what it wrote: a content-hash data version and readable metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from dagster import DataVersion, MetadataValue, Output
+
+from resources.storage import frame_hash
+
+
+def markdown_preview(df: pl.DataFrame, rows: int = 5, width: int = 60) -> str:
+    """The first ``rows`` rows as a markdown table, long strings shortened to ``width`` characters."""
+    shortened = df.head(rows).with_columns(
+        pl.col(c).str.slice(0, width) for c, t in df.schema.items() if t == pl.String
+    )
+    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_type=True, tbl_hide_dataframe_shape=True,
+                   tbl_rows=rows, tbl_cols=-1, fmt_str_lengths=width + 3):
+        return str(shortened)
+
+
+def table_output(df: pl.DataFrame, preview: list[str], **metadata: Any) -> Output[pl.DataFrame]:
+    """Wrap a table as an Output with a content-hash DataVersion, row count and a markdown preview."""
+    version = frame_hash(df)[:16]
+    return Output(
+        df,
+        data_version=DataVersion(version),
+        metadata={
+            "rows": df.height,
+            "data_version": version,
+            "preview": MetadataValue.md(markdown_preview(df.select(preview))),
+            **metadata,
+        },
+    )

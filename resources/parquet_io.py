@@ -1,0 +1,42 @@
+"""Dagster IO manager storing every table asset as Parquet through :class:`TableStore`."""
+
+from __future__ import annotations
+
+import polars as pl
+from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from upath import UPath
+
+from resources.storage import TableStore
+
+STAMPED_COLUMNS = ("teacher_version",)
+
+
+class ParquetIOManager(ConfigurableIOManager):
+    """Writes polars tables to ``{base_path}/{asset key}.parquet`` atomically; stamps the run id
+    (and the table's teacher_version, if it has one) into the Parquet metadata."""
+
+    base_path: str
+
+    def _location(self, context: InputContext | OutputContext) -> UPath:
+        parts = list(context.asset_key.path)
+        if context.has_asset_partitions:
+            parts.append(context.asset_partition_key)
+        return TableStore(self.base_path).location(*parts)
+
+    def handle_output(self, context: OutputContext, obj: pl.DataFrame) -> None:
+        """Publish the table and report its path and row count."""
+        metadata = {"dagster_run_id": context.run_id, "asset_key": context.asset_key.to_user_string()}
+        for column in STAMPED_COLUMNS:
+            if column in obj.columns:
+                metadata[column] = ",".join(sorted(obj[column].drop_nulls().unique().to_list()))
+        path = TableStore(self.base_path).write(obj, self._location(context), metadata)
+        context.add_output_metadata({"path": MetadataValue.path(str(path)), "dagster/row_count": obj.height})
+
+    def load_input(self, context: InputContext) -> pl.DataFrame:
+        """Read the upstream asset's table."""
+        path = self._location(context)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{context.asset_key.to_user_string()} has no table at {path}; materialize it first"
+            )
+        return TableStore.read(path)

@@ -1,0 +1,76 @@
+"""Student-side stages: the warm-up split, warm-up training and influence scoring of candidates."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from resources.examples import encode_pairs
+from resources.generation import rate_logger
+from resources.influence import make_influence_engine
+from resources.models import load_causal_lm
+from resources.training import WarmupConfig, load_training_state, save_training_state, warmup_sft
+
+SCORE_COLUMNS = ["loss_before", "loss_after", "loss_null_step", "influence"]
+
+
+def split_warmup(kept: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split kept samples by synthesis prompt: whole prompts go to warm-up, the rest are candidates.
+
+    Splitting by prompt keeps every candidate prompt's samples together, so pairs can be formed."""
+    prompt_ids = sorted(kept["prompt_id"].unique().to_list())
+    if len(prompt_ids) < 2:
+        raise ValueError(f"need kept samples from at least 2 prompts to split warm-up/candidates, got {prompt_ids}")
+    random.Random(seed).shuffle(prompt_ids)
+    count = min(len(prompt_ids) - 1, max(1, round(fraction * len(prompt_ids))))
+    warm = kept.filter(pl.col("prompt_id").is_in(prompt_ids[:count]))
+    return warm, kept.filter(~pl.col("prompt_id").is_in(prompt_ids[:count]))
+
+
+def train_warm_student(
+    student_folder: str,
+    rows: pl.DataFrame,
+    config: WarmupConfig,
+    max_length: int,
+    output_folder: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    log: Callable[[str], None],
+) -> list[float]:
+    """Warm the student up on ``rows`` (instruction, response) and save model + optimizer state."""
+    model, tokenizer = load_causal_lm(student_folder, device, dtype)
+    examples = encode_pairs(tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), max_length)
+    optimizer, losses = warmup_sft(model, examples, tokenizer.pad_token_id, config, log)
+    save_training_state(model, tokenizer, optimizer, output_folder)
+    return losses
+
+
+def score_influence(
+    warm_folder: str,
+    reference: pl.DataFrame,
+    candidates: pl.DataFrame,
+    method: str,
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    log: Callable[[str], None],
+    **method_params: object,
+) -> pl.DataFrame:
+    """Score every candidate's local influence on the reference loss from the warm state."""
+    model, tokenizer, optimizer = load_training_state(warm_folder, device, dtype)
+
+    def encode(table: pl.DataFrame) -> list:
+        return encode_pairs(tokenizer, table["instruction"].to_list(), table["response"].to_list(), max_length)
+
+    engine = make_influence_engine(
+        method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size, **method_params
+    )
+    scores = engine.score_all(encode(candidates), rate_logger(log, "influence"))
+    table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
+    return pl.concat([candidates, table], how="horizontal")

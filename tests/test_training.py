@@ -1,0 +1,63 @@
+"""Training engines on a tiny model: warm-up state round trip, DPO moves the preference margin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from resources.examples import encode_pairs
+from resources.models import load_causal_lm, resolve_model_source
+from resources.training import DPOParams, WarmupConfig, load_training_state, save_training_state, train_dpo, warmup_sft
+
+PROMPT = "Write one new instruction."
+PAIRS = pl.DataFrame({
+    "prompt": [PROMPT, PROMPT, "Write another task.", "Write another task."],
+    "chosen": ["Explain why the sky is blue.", "List three uses of salt.",
+               "Summarize the water cycle.", "Give two tips for sleep."],
+    "rejected": ["blue blue blue blue", "salt salt salt", "cycle cycle cycle", "sleep sleep sleep"],
+})
+
+
+def completion_logprob(model, tokenizer, prompt: str, completion: str) -> float:  # noqa: ANN001
+    """Sum of the log-probabilities of ``completion``'s tokens after the chat-formatted prompt."""
+    messages = [{"role": "user", "content": prompt}]
+    head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+    tail_ids = tokenizer(f"<instruction>{completion}</instruction>", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([head_ids + tail_ids])
+    with torch.no_grad():
+        logprobs = model(ids).logits[0, :-1].log_softmax(-1)
+    targets = ids[0, 1:]
+    picked = logprobs.gather(1, targets[:, None])[:, 0]
+    return float(picked[len(head_ids) - 1 :].sum())
+
+
+def margin(folder: str) -> float:
+    model, tokenizer = load_causal_lm(folder)
+    rows = PAIRS.iter_rows(named=True)
+    return sum(completion_logprob(model, tokenizer, r["prompt"], r["chosen"])
+               - completion_logprob(model, tokenizer, r["prompt"], r["rejected"]) for r in rows)
+
+
+def test_dpo_grows_the_chosen_over_rejected_margin(model_cache: Path, tmp_path: Path) -> None:
+    base = resolve_model_source("tiny-random:dpo", model_cache)
+    params = DPOParams(beta=0.1, learning_rate=5e-4, epochs=3.0, batch_size=2, max_length=128)
+    history = train_dpo(base, PAIRS, params, tmp_path / "tuned")
+    assert history, "DPO logged no step"
+    assert margin(str(tmp_path / "tuned")) > margin(base) + 1.0
+
+
+def test_warmup_state_round_trips_bit_identical(model_cache: Path, tmp_path: Path) -> None:
+    model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:warm", model_cache))
+    examples = encode_pairs(tokenizer, ["Say hi.", "Add 2 and 3.", "Name a color."], ["Hi!", "5", "Red"], 64)
+    optimizer, losses = warmup_sft(model, examples, tokenizer.pad_token_id, WarmupConfig(1e-3, 2, 2))
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    save_training_state(model, tokenizer, optimizer, tmp_path)
+    loaded, _, loaded_optimizer = load_training_state(str(tmp_path))
+    for (name, p), (_, q) in zip(model.named_parameters(), loaded.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(optimizer.state[p][key], loaded_optimizer.state[q][key]), (name, key)
+    assert loaded_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
