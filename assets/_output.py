@@ -1,7 +1,5 @@
 """How every asset reports what it wrote: a content-hash data version and readable metadata."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import polars as pl
@@ -15,7 +13,7 @@ def markdown_preview(df: pl.DataFrame, rows: int = 5, width: int = 60) -> str:
     shortened = df.head(rows).with_columns(
         pl.col(c).str.slice(0, width) for c, t in df.schema.items() if t == pl.String
     )
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_type=True, tbl_hide_dataframe_shape=True,
+    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
                    tbl_rows=rows, tbl_cols=-1, fmt_str_lengths=width + 3):
         return str(shortened)
 

@@ -1,7 +1,5 @@
 """Stage 0: the hand-written inputs: seed instructions, the reference set and the held-out set."""
 
-from __future__ import annotations
-
 import polars as pl
 from dagster import Output, asset
 

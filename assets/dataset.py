@@ -1,7 +1,5 @@
 """Stage 6: the tuned teacher writes the final student dataset."""
 
-from __future__ import annotations
-
 import polars as pl
 from dagster import AssetExecutionContext, Output, asset
 

@@ -1,7 +1,5 @@
 """Stages 2-3: warm the student up, then score each candidate's local influence on the reference loss."""
 
-from __future__ import annotations
-
 import tempfile
 from pathlib import Path
 
@@ -72,5 +70,5 @@ def influence_scores(
 
 def _summary(scores: pl.DataFrame) -> str:
     described = scores.select("influence", null_step=pl.col("loss_null_step") - pl.col("loss_after")).describe()
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_type=True, tbl_hide_dataframe_shape=True):
+    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):
         return str(described)

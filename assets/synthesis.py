@@ -1,7 +1,5 @@
 """Stage 1: the teacher writes synthetic instructions (and answers) from few-shot seed prompts."""
 
-from __future__ import annotations
-
 import polars as pl
 from dagster import AssetExecutionContext, Output, asset
 

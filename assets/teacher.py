@@ -1,7 +1,5 @@
 """Stages 4-5: preference pairs from influence, then DPO of the teacher on them."""
 
-from __future__ import annotations
-
 import tempfile
 from pathlib import Path
 

@@ -93,7 +93,9 @@ def _convert_embedded(folder: Path) -> None:
 
 
 def build_tiny_tokenizer(corpus: list[str], vocab_size: int = 384) -> PreTrainedTokenizerBase:
-    """Train a small byte-level BPE tokenizer with ChatML special tokens on ``corpus``."""
+    """Train a small byte-level BPE tokenizer with ChatML special tokens on ``corpus``.
+
+    Its alphabet is the corpus' own bytes (ASCII here), so a random model cannot emit broken UTF-8."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -104,7 +106,6 @@ def build_tiny_tokenizer(corpus: list[str], vocab_size: int = 384) -> PreTrained
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     core.train_from_iterator(corpus, trainer=trainer)

@@ -191,6 +191,11 @@ def train_dpo(
             processing_class=tokenizer,
             callbacks=[recorder],
         )
+        if len(trainer.train_dataset) == 0:
+            raise ValueError(
+                f"every preference pair's prompt is longer than dpo.max_length={params.max_length} tokens; "
+                "raise dpo.max_length"
+            )
         trainer.train()
     for entry in recorder.history:
         check_finite(entry["loss"], "DPO loss")

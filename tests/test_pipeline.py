@@ -45,7 +45,7 @@ def test_cli_materializes_every_asset(profile_path: Path, dagster_home: Path, ca
 def test_select_reruns_only_downstream(profile_path: Path, dagster_home: Path, capsys) -> None:  # noqa: ANN001
     assert main(["run", "--profile", str(profile_path)]) == 0
     capsys.readouterr()
-    assert main(["run", "--profile", str(profile_path), "--select", "preference_pairs+", "--json"]) == 0
+    assert main(["run", "--profile", str(profile_path), "--select", "preference_pairs*", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted(summary["assets"]) == ["preference_pairs", "student_dataset", "teacher_checkpoint"]
 
