@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="materialize the pipeline")
     run_parser.add_argument("--profile", default="demo", help="bundled profile name or settings file path")
-    run_parser.add_argument("--select", default=None, help="Dagster asset selection, e.g. 'teacher_checkpoint*' (it and everything downstream)")
+    run_parser.add_argument(
+        "--select", default=None, help="Dagster asset selection, e.g. 'teacher_checkpoint*' (it and all downstream)"
+    )
     run_parser.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     args = parser.parse_args(argv)
     try:

@@ -48,13 +48,14 @@ def code_version(settings: Settings, keys: tuple[str, ...]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def _with_code_version(stage: AssetsDefinition, version: str) -> AssetsDefinition:
+    return stage.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
+
+
 def build_definitions(profile: str) -> Definitions:
     """Definitions of every stage, versioned by the settings of ``profile``."""
     settings = load_settings(profile)
-    assets = [
-        stage.map_asset_specs(lambda spec, keys=keys: spec.replace_attributes(code_version=code_version(settings, keys)))
-        for stage, keys in STAGE_SETTINGS
-    ]
+    assets = [_with_code_version(stage, code_version(settings, keys)) for stage, keys in STAGE_SETTINGS]
     return Definitions(
         assets=assets,
         resources={

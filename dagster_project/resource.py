@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 
+import polars as pl
 import torch
 from dagster import ConfigurableResource
 
 from dagster_project.settings import Settings, load_settings, project_path
-import polars as pl
-
 from resources.generation import SamplingParams, TransformersGenerator, rate_logger
 from resources.models import load_causal_lm, resolve_device, resolve_dtype, resolve_model_source
 from resources.storage import CheckpointStore

@@ -120,11 +120,10 @@ def _answer(
 ) -> pl.DataFrame:
     kept = table.filter(pl.col("kept"))
     questions = [chat_prompt(tokenizer, text) for text in kept["instruction"]]
-    answers = [samples[0].strip() for samples in generator.generate(questions, params, progress and progress("responses"))]
-    answered = kept.select("prompt_id", "sample_index").with_columns(pl.Series("response", answers, dtype=pl.String))
+    generated = generator.generate(questions, params, progress and progress("responses"))
+    answers = pl.Series("response", [samples[0].strip() for samples in generated], dtype=pl.String)
+    answered = kept.select("prompt_id", "sample_index").with_columns(answers)
     table = table.join(answered, on=["prompt_id", "sample_index"], how="left")
-    ids = [
-        candidate_id(p, i, r) if keep else None
-        for p, i, r, keep in zip(table["prompt_id"], table["instruction"], table["response"], table["kept"], strict=True)
-    ]
+    columns = [table[c] for c in ("prompt_id", "instruction", "response", "kept")]
+    ids = [candidate_id(p, i, r) if keep else None for p, i, r, keep in zip(*columns, strict=True)]
     return table.with_columns(pl.Series("candidate_id", ids, dtype=pl.String))

@@ -9,7 +9,14 @@ import torch
 
 from resources.examples import encode_pairs
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import DPOParams, WarmupConfig, load_training_state, save_training_state, train_dpo, warmup_sft
+from resources.training import (
+    DPOParams,
+    WarmupConfig,
+    load_training_state,
+    save_training_state,
+    train_dpo,
+    warmup_sft,
+)
 
 PROMPT = "Write one new instruction."
 PAIRS = pl.DataFrame({
