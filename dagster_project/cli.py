@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, Definitions, materialize
 
+from dagster_project.lineage import asset_status, file_stamp, find_materialization, lineage
 from dagster_project.settings import PROJECT_ROOT, SettingsError
 
 
@@ -44,19 +46,75 @@ def _print_table(summary: dict[str, dict[str, object]]) -> None:
         print(f"{name:<24}{row['rows']!s:>6}{row['seconds']!s:>10}  {row['path']}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Materialize the graph (or ``--select``) for ``--profile``; print the summary."""
+def _load(profile: str) -> tuple[Definitions, DagsterInstance]:
     from dagster_project.definitions import build_definitions
 
-    os.environ["MONTESSORI_PROFILE"] = args.profile
-    defs = build_definitions(args.profile)
+    os.environ["MONTESSORI_PROFILE"] = profile
+    defs = build_definitions(profile)
+    ensure_dagster_home()
+    return defs, DagsterInstance.get()
+
+
+def status(args: argparse.Namespace) -> int:
+    """Print every asset as fresh / stale (and why) / missing."""
+    defs, instance = _load(args.profile)
+    report = asset_status(defs, instance)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for name, row in report.items():
+            print(f"{name:<24}{row['status']:<9}{row['reason']}")
+    return 0
+
+
+def _print_lineage(node: dict, depth: int = 0) -> None:
+    pad = "  " * depth
+    print(f"{pad}{node['asset']}  data_version={node['data_version']} run={node['run_id']} "
+          f"at {datetime.fromtimestamp(node['timestamp'], timezone.utc):%Y-%m-%d %H:%M:%S}Z")
+    for key, value in node["metadata"].items():
+        print(f"{pad}    {key}: {value}")
+    for child in node["inputs"]:
+        _print_lineage(child, depth + 1)
+
+
+def audit(args: argparse.Namespace) -> int:
+    """Trace a dataset file or an asset back through every stage that produced it."""
     ensure_dagster_home()
     instance = DagsterInstance.get()
+    try:
+        record = find_materialization(instance, args.target)
+    except (LookupError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    tree = lineage(instance, record)
+    stamp = file_stamp(args.target) if args.target.endswith(".parquet") else {}
+    if args.json:
+        print(json.dumps({"file": stamp, "lineage": tree}, default=str))
+    else:
+        if stamp:
+            print(f"file {args.target}: " + ", ".join(f"{k}={v}" for k, v in stamp.items()))
+        _print_lineage(tree)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Materialize the graph (or ``--select``) for ``--profile``; print the summary."""
+    defs, instance = _load(args.profile)
+    selection = args.select
+    if args.stale_only:
+        report = asset_status(defs, instance)
+        selection = [AssetKey.from_user_string(n) for n, row in report.items() if row["status"] != "fresh"]
+        if not selection:
+            print("every asset is fresh; nothing to run")
+            if args.json:
+                print(json.dumps({"run_id": None, "assets": {}}))
+            return 0
+        print("materializing stale or missing: " + ", ".join(k.to_user_string() for k in selection))
     result = materialize(
-        list(defs.assets),
+        [*defs.assets, *defs.asset_checks],
         instance=instance,
         resources=defs.resources,
-        selection=args.select,
+        selection=selection,
         tags={"montessori/profile": args.profile},
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         raise_on_error=False,
@@ -83,10 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument(
         "--select", default=None, help="Dagster asset selection, e.g. 'teacher_checkpoint*' (it and all downstream)"
     )
+    run_parser.add_argument("--stale-only", action="store_true", help="materialize only stale and missing assets")
     run_parser.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    run_parser.set_defaults(handler=run)
+    status_parser = commands.add_parser("status", help="fresh / stale / missing for every asset")
+    status_parser.add_argument("--profile", default="demo", help="bundled profile name or settings file path")
+    status_parser.add_argument("--json", action="store_true")
+    status_parser.set_defaults(handler=status)
+    audit_parser = commands.add_parser("audit", help="which teacher, pairs, scores and seeds produced a dataset")
+    audit_parser.add_argument("target", help="a dataset .parquet path or an asset name")
+    audit_parser.add_argument("--json", action="store_true")
+    audit_parser.set_defaults(handler=audit)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        return args.handler(args)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import os
 
 from dagster import AssetsDefinition, Definitions
 
+from assets.checks import ASSET_CHECKS
 from assets.data import heldout_set, reference_set, seed_prompts
 from assets.dataset import student_dataset
 from assets.influence import influence_scores, warm_student
@@ -58,6 +59,7 @@ def build_definitions(profile: str) -> Definitions:
     assets = [_with_code_version(stage, code_version(settings, keys)) for stage, keys in STAGE_SETTINGS]
     return Definitions(
         assets=assets,
+        asset_checks=ASSET_CHECKS,
         resources={
             "pipeline": PipelineResource(profile=profile),
             "io_manager": ParquetIOManager(base_path=project_path(settings.storage.tables)),

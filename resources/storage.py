@@ -35,10 +35,10 @@ def frame_hash(df: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def folder_hash(folder: Path) -> str:
-    """Content hash of a folder: every file's relative path and bytes, in sorted order."""
+def folder_hash(folder: Path, exclude: tuple[str, ...] = ()) -> str:
+    """Content hash of a folder: every file's relative path and bytes, in sorted order (``exclude``: names)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in exclude):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\x00")
         with path.open("rb") as handle:
             for block in iter(lambda h=handle: h.read(1 << 20), b""):

@@ -1,0 +1,99 @@
+"""Asset checks guarding each stage; blocking ones stop bad data from flowing downstream."""
+
+from pathlib import Path
+
+import polars as pl
+from dagster import AssetCheckResult, AssetIn, asset_check
+
+from dagster_project.resource import PipelineResource
+from resources.generation import SamplingParams
+from resources.storage import MANIFEST_FILE, folder_hash
+from resources.text import dedup_rouge_l_detailed
+
+REQUIRED_COLUMNS = {
+    "synthetic_instructions": ["prompt_id", "prompt", "teacher_prompt", "raw_output", "instruction", "verdict", "kept",
+                               "response", "candidate_id"],
+    "influence_scores": ["candidate_id", "prompt_id", "loss_before", "loss_after", "loss_null_step", "influence",
+                         "method", "student_version"],
+    "preference_pairs": ["prompt_id", "prompt", "chosen", "rejected", "margin"],
+    "student_dataset": ["instruction", "response", "teacher_version", "source_run"],
+}
+
+
+def schema_result(name: str, table: pl.DataFrame) -> AssetCheckResult:
+    """Pass when ``table`` is non-empty and has every required column of asset ``name``."""
+    missing = [c for c in REQUIRED_COLUMNS[name] if c not in table.columns]
+    return AssetCheckResult(
+        passed=not missing and table.height > 0,
+        metadata={"missing_columns": ", ".join(missing) or "none", "rows": table.height},
+    )
+
+
+@asset_check(asset="synthetic_instructions", blocking=True)
+def synthetic_instructions_schema(synthetic_instructions: pl.DataFrame) -> AssetCheckResult:
+    """Every audit column is present and some rows exist."""
+    return schema_result("synthetic_instructions", synthetic_instructions)
+
+
+@asset_check(asset="synthetic_instructions", blocking=True)
+def no_near_duplicates(pipeline: PipelineResource, synthetic_instructions: pl.DataFrame) -> AssetCheckResult:
+    """No two kept instructions have ROUGE-L F1 above the dedup threshold."""
+    threshold = pipeline.settings.synthesis.rouge_threshold
+    kept = synthetic_instructions.filter(pl.col("kept"))["instruction"].to_list()
+    verdicts = dedup_rouge_l_detailed(kept, threshold)
+    offenders = [text for text, verdict in zip(kept, verdicts, strict=True) if not verdict.keep]
+    worst = max((v.max_rouge for v in verdicts), default=0.0)
+    return AssetCheckResult(passed=not offenders, metadata={"max_pairwise_rouge_l": worst,
+                                                            "near_duplicates": len(offenders)})
+
+
+@asset_check(asset="influence_scores", blocking=True)
+def influence_scores_valid(influence_scores: pl.DataFrame) -> AssetCheckResult:
+    """Required columns present and every loss finite."""
+    result = schema_result("influence_scores", influence_scores)
+    losses = influence_scores.select("loss_before", "loss_after", "loss_null_step", "influence")
+    finite = bool(losses.select(pl.all().is_finite().all()).row(0) == (True,) * losses.width)
+    return AssetCheckResult(passed=result.passed and finite, metadata={**result.metadata, "all_finite": finite})
+
+
+@asset_check(asset="preference_pairs", blocking=True)
+def pairs_are_ordered(preference_pairs: pl.DataFrame) -> AssetCheckResult:
+    """Every pair has chosen != rejected and influence(chosen) > influence(rejected)."""
+    bad = preference_pairs.filter(
+        (pl.col("chosen") == pl.col("rejected")) | (pl.col("chosen_score") <= pl.col("rejected_score"))
+    )
+    schema = schema_result("preference_pairs", preference_pairs)
+    return AssetCheckResult(passed=schema.passed and bad.height == 0,
+                            metadata={**schema.metadata, "misordered_pairs": bad.height})
+
+
+@asset_check(asset="teacher_checkpoint", blocking=True)
+def teacher_loads_and_generates(pipeline: PipelineResource, teacher_checkpoint: pl.DataFrame) -> AssetCheckResult:
+    """The stored weights still hash to teacher_version, and the teacher loads and generates."""
+    folder = pipeline.checkpoints().local_folder(teacher_checkpoint["uri"][0])
+    expected = teacher_checkpoint["teacher_version"][0]
+    intact = folder_hash(Path(folder), exclude=(MANIFEST_FILE,)).startswith(expected)
+    generator = pipeline.generator(folder)
+    prompt = generator.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Say hello."}], tokenize=False, add_generation_prompt=True
+    )
+    sample = generator.generate([prompt], SamplingParams(temperature=0.0, max_new_tokens=8))[0][0]
+    return AssetCheckResult(passed=intact, metadata={"weights_match_teacher_version": intact, "sample": sample})
+
+
+@asset_check(asset="student_dataset", blocking=True, additional_ins={"teacher_checkpoint": AssetIn("teacher_checkpoint")})
+def student_dataset_names_its_teacher(
+    student_dataset: pl.DataFrame, teacher_checkpoint: pl.DataFrame
+) -> AssetCheckResult:
+    """Every row carries the teacher_version of the current teacher checkpoint."""
+    expected = teacher_checkpoint["teacher_version"][0]
+    found = student_dataset["teacher_version"].unique().to_list()
+    schema = schema_result("student_dataset", student_dataset)
+    return AssetCheckResult(passed=schema.passed and found == [expected],
+                            metadata={**schema.metadata, "expected": expected, "found": ", ".join(found)})
+
+
+ASSET_CHECKS = [
+    synthetic_instructions_schema, no_near_duplicates, influence_scores_valid, pairs_are_ordered,
+    teacher_loads_and_generates, student_dataset_names_its_teacher,
+]

@@ -1,0 +1,88 @@
+"""Staleness, --stale-only, audit and blocking checks against a real Dagster instance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+from safetensors.torch import load_file, save_file
+
+from dagster_project.cli import main
+from tests.conftest import write_profile
+
+UPSTREAM_OF_TEACHER = [
+    "seed_prompts", "reference_set", "heldout_set", "synthetic_instructions", "warm_student",
+    "influence_scores", "preference_pairs",
+]
+
+
+def run_json(capsys, *args: str) -> dict:  # noqa: ANN001
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0, out[-20:]
+    return json.loads(out[-1])
+
+
+def test_dpo_change_makes_exactly_teacher_and_downstream_stale(
+    tmp_path: Path, model_cache: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    first = write_profile(tmp_path, model_cache)
+    first_run = run_json(capsys, "run", "--profile", str(first), "--json")
+    status = run_json(capsys, "status", "--profile", str(first), "--json")
+    assert {row["status"] for row in status.values()} == {"fresh"}
+
+    changed_dir = tmp_path / "changed"
+    changed_dir.mkdir()
+    changed = write_profile(changed_dir, model_cache, dpo={"beta": 0.3})
+    shutil.copy(changed, tmp_path / "changed.yaml")
+    raw = changed.read_text().replace(str(changed_dir), str(tmp_path))  # same storage as the first profile
+    changed.write_text(raw)
+
+    status = run_json(capsys, "status", "--profile", str(changed), "--json")
+    assert status["teacher_checkpoint"]["status"] == "stale" and "code" in status["teacher_checkpoint"]["reason"]
+    assert status["student_dataset"]["status"] == "stale"
+    assert all(status[name]["status"] == "fresh" for name in UPSTREAM_OF_TEACHER)
+
+    rerun = run_json(capsys, "run", "--profile", str(changed), "--stale-only", "--json")
+    assert sorted(rerun["assets"]) == ["student_dataset", "teacher_checkpoint"]
+    status = run_json(capsys, "status", "--profile", str(changed), "--json")
+    assert {row["status"] for row in status.values()} == {"fresh"}
+
+    dataset_path = rerun["assets"]["student_dataset"]["path"]
+    new_version = pl.read_parquet(rerun["assets"]["teacher_checkpoint"]["path"])["teacher_version"][0]
+    old_version = pl.read_parquet(dataset_path)  # the file itself names its teacher
+    assert old_version["teacher_version"].unique().to_list() == [new_version]
+
+    copied = tmp_path / "elsewhere.parquet"
+    shutil.copy(dataset_path, copied)
+    report = run_json(capsys, "audit", str(copied), "--json")
+    assert report["file"]["teacher_version"] == new_version
+    tree = report["lineage"]
+    teacher = next(n for n in tree["inputs"] if n["asset"] == "teacher_checkpoint")
+    assert teacher["metadata"]["teacher_version"] == new_version and teacher["run_id"] == rerun["run_id"]
+    pairs = teacher["inputs"][0]
+    influence = pairs["inputs"][0]
+    assert influence["asset"] == "influence_scores" and influence["run_id"] == first_run["run_id"]
+    seeds = {n["asset"] for n in tree["inputs"]}
+    assert "seed_prompts" in seeds
+
+
+def test_failing_blocking_check_stops_downstream(
+    profile_path: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    summary = run_json(capsys, "run", "--profile", str(profile_path), "--json")
+    teacher = pl.read_parquet(summary["assets"]["teacher_checkpoint"]["path"])
+    weights = Path(teacher["uri"][0]) / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1.0  # corrupt the stored teacher
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+    capsys.readouterr()
+    assert main(["run", "--profile", str(profile_path), "--select", "teacher_checkpoint*", "--json"]) == 1
+    out = capsys.readouterr().out
+    assert "teacher_checkpoint" in out
+    assert "student_dataset " not in out.split("asset")[-1]  # student_dataset was not materialized
