@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 
-from dagster import AssetsDefinition, Definitions
+from dagster import AssetsDefinition, BetaWarning, Definitions
 
 from assets.checks import ASSET_CHECKS
 from assets.data import heldout_set, reference_set, seed_prompts
@@ -22,6 +23,10 @@ from dagster_project.settings import Settings, load_settings, project_path
 from resources.parquet_io import ParquetIOManager
 
 ENGINE_VERSION = "1"
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is what we want
+warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 # The settings each stage depends on; changing any of them changes that asset's code_version.
 STAGE_SETTINGS: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
     (seed_prompts, ("data.seed_prompts", "data.max_instruction_chars")),
