@@ -23,9 +23,10 @@ def preference_pairs(
     pairs = build_pairs(influence_scores, settings.baseline, settings.rule, settings.min_margin)
     if pairs.height == 0:
         raise ValueError(
-            f"no preference pairs: no prompt has both a positive and a negative sample under baseline="
-            f"{settings.baseline!r}, rule={settings.rule!r} ({share:.0%} positive). Try pairs.baseline: null_step "
-            "or pairs.rule: rank, or synthesize more samples per prompt."
+            f"no preference pairs: no prompt has a chosen and a rejected sample with margin >= "
+            f"{settings.min_margin} under baseline={settings.baseline!r}, rule={settings.rule!r} ({share:.0%} "
+            "positive). Try pairs.baseline: null_step, pairs.rule: rank, a lower pairs.min_margin, or more "
+            "samples per prompt."
         )
     return table_output(pairs, ["prompt_id", "margin", "chosen", "rejected"], positive_share=share,
                         prompts_with_pairs=pairs["prompt_id"].n_unique())

@@ -1,0 +1,97 @@
+"""Bad input gets a clear message naming the file, row or setting, and nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dagster_project.cli import main
+from resources.datasets import DataError, load_examples
+from resources.models import ModelSourceError, load_causal_lm, resolve_model_source
+from resources.training import WarmupConfig, warmup_sft
+from tests.conftest import write_profile
+
+COLUMNS = ["id", "instruction", "response"]
+GOOD = '{"id": "a", "instruction": "Say hi.", "response": "Hi."}\n'
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "file is empty"),
+        (b"{not json\n", "not valid JSONL"),
+        (b'{"id": "a", "prompt": "Say hi.", "response": "Hi."}\n', r"missing column\(s\) \['instruction'\]"),
+        (GOOD.encode() + b'{"id": "b", "instruction": "caf\xe9", "response": "x"}\n', "line 2 is not valid UTF-8"),
+        (GOOD.encode() + b'{"id": "b", "instruction": "   ", "response": "x"}\n', "row 2 has an empty 'instruction'"),
+        (GOOD.encode() + b'{"id": "b", "instruction": "' + b"word " * 500 + b'", "response": "x"}\n',
+         "row 2 instruction is longer than the limit of 2000"),
+        ((GOOD * 2).encode(), r"duplicate id\(s\) \['a'\]"),
+        (b'{"id": 1, "instruction": "Say hi.", "response": "Hi."}\n', "column 'id' must hold strings"),
+    ],
+)
+def test_bad_data_file_names_file_and_row(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "reference.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as caught:
+        load_examples(str(path), COLUMNS, 2000)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_data_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_examples(str(tmp_path / "nope.jsonl"), COLUMNS, 2000)
+
+
+def test_missing_model_path(tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        resolve_model_source(str(tmp_path / "no-model"), tmp_path)
+    with pytest.raises(ModelSourceError, match="unknown embedded model"):
+        resolve_model_source("embedded:gpt5", tmp_path)
+
+
+def test_diverging_warmup_is_named(model_cache: Path) -> None:
+    from resources.examples import encode_pairs
+
+    model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:nan", model_cache))
+    examples = encode_pairs(tokenizer, ["Say hi."] * 4, ["Hi."] * 4, 32)
+    with pytest.raises(FloatingPointError, match="warm-up loss at step"):
+        warmup_sft(model, examples, tokenizer.pad_token_id, WarmupConfig(learning_rate=1e30, batch_size=1))
+
+
+def run_failing(capsys, profile: Path) -> str:  # noqa: ANN001
+    capsys.readouterr()
+    assert main(["run", "--profile", str(profile)]) == 1
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+def test_empty_reference_set_fails_and_writes_nothing(
+    tmp_path: Path, model_cache: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    profile = write_profile(tmp_path, model_cache, data={"reference_set": str(empty)})
+    output = run_failing(capsys, profile)
+    assert f"{empty}: file is empty" in output
+    assert not (tmp_path / "tables" / "reference_set.parquet").exists()
+    assert not (tmp_path / "tables" / "influence_scores.parquet").exists()
+
+
+def test_every_candidate_filtered_out(
+    tmp_path: Path, model_cache: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    profile = write_profile(tmp_path, model_cache, synthesis={"min_words": 300})
+    output = run_failing(capsys, profile)
+    assert "every synthetic instruction was filtered out" in output and "too_short" in output
+    assert not (tmp_path / "tables" / "synthetic_instructions.parquet").exists()
+
+
+def test_zero_preference_pairs(
+    tmp_path: Path, model_cache: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    profile = write_profile(tmp_path, model_cache, pairs={"min_margin": 1000.0})
+    output = run_failing(capsys, profile)
+    assert "no preference pairs" in output
+    assert not (tmp_path / "tables" / "preference_pairs.parquet").exists()
+    assert not (tmp_path / "tables" / "teacher_checkpoint.parquet").exists()
