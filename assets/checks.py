@@ -81,7 +81,9 @@ def teacher_loads_and_generates(pipeline: PipelineResource, teacher_checkpoint: 
     return AssetCheckResult(passed=intact, metadata={"weights_match_teacher_version": intact, "sample": sample})
 
 
-@asset_check(asset="student_dataset", blocking=True, additional_ins={"teacher_checkpoint": AssetIn("teacher_checkpoint")})
+@asset_check(
+    asset="student_dataset", blocking=True, additional_ins={"teacher_checkpoint": AssetIn("teacher_checkpoint")}
+)
 def student_dataset_names_its_teacher(
     student_dataset: pl.DataFrame, teacher_checkpoint: pl.DataFrame
 ) -> AssetCheckResult:

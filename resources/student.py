@@ -60,7 +60,6 @@ def score_influence(
     device: torch.device,
     dtype: torch.dtype,
     log: Callable[[str], None],
-    **method_params: object,
 ) -> pl.DataFrame:
     """Score every candidate's local influence on the reference loss from the warm state."""
     model, tokenizer, optimizer = load_training_state(warm_folder, device, dtype)
@@ -68,9 +67,7 @@ def score_influence(
     def encode(table: pl.DataFrame) -> list:
         return encode_pairs(tokenizer, table["instruction"].to_list(), table["response"].to_list(), max_length)
 
-    engine = make_influence_engine(
-        method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size, **method_params
-    )
+    engine = make_influence_engine(method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size)
     scores = engine.score_all(encode(candidates), rate_logger(log, "influence"))
     table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
     return pl.concat([candidates, table], how="horizontal")

@@ -1,0 +1,81 @@
+"""Exact influence on a tiny model: scores match an independent computation, the state is untouched."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from resources.examples import encode_pairs, mean_loss
+from resources.influence import ExactInfluence, make_influence_engine
+from resources.models import load_causal_lm, resolve_model_source
+from resources.training import WarmupConfig, warmup_sft
+
+REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),
+             ("What do bees make?", "Honey."), ("Give a synonym for big.", "Large.")]
+CANDIDATES = [("Name a fruit.", "Apple."), ("What is 3 plus 3?", "6"), ("xq zv", "zz zz zz zz"),
+              ("Say goodbye.", "Goodbye!"), ("Count to three.", "1 2 3")]
+
+
+@pytest.fixture
+def warm(model_cache: Path):  # noqa: ANN201
+    model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:influence", model_cache))
+    encode = lambda pairs: encode_pairs(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], 64)  # noqa: E731
+    optimizer, _ = warmup_sft(model, encode(REFERENCE[:3] + CANDIDATES[:2]), tokenizer.pad_token_id,
+                              WarmupConfig(learning_rate=1e-3, batch_size=2))
+    return model, optimizer, encode(REFERENCE), encode(CANDIDATES), tokenizer.pad_token_id
+
+
+def independent_after(model, optimizer, reference, candidate, pad_id) -> float:  # noqa: ANN001
+    """L_ref after one AdamW step on ``candidate`` alone, on deep copies (nothing shared)."""
+    from resources.examples import collate, per_example_loss
+
+    model_copy = copy.deepcopy(model)
+    optimizer_copy = torch.optim.AdamW(model_copy.parameters(), **{
+        k: optimizer.param_groups[0][k] for k in ("lr", "betas", "eps", "weight_decay")})
+    for p, q in zip(model.parameters(), model_copy.parameters(), strict=True):
+        optimizer_copy.state[q] = {k: v.clone() for k, v in optimizer.state[p].items()}
+    if candidate is None:
+        for q in model_copy.parameters():
+            q.grad = torch.zeros_like(q)
+    else:
+        per_example_loss(model_copy, collate([candidate], pad_id)).mean().backward()
+    optimizer_copy.step()
+    return mean_loss(model_copy, reference, pad_id, batch_size=2)
+
+
+def test_scores_equal_independent_one_step_losses(warm) -> None:  # noqa: ANN001
+    model, optimizer, reference, candidates, pad_id = warm
+    before = mean_loss(model, reference, pad_id, batch_size=1)
+    engine = make_influence_engine("exact", model, optimizer, reference, pad_id, batch_size=3)
+    scores = engine.score_all(candidates)
+    null_step = independent_after(model, optimizer, reference, None, pad_id)
+    for candidate, score in zip(candidates, scores, strict=True):
+        after = independent_after(model, optimizer, reference, candidate, pad_id)
+        assert score.loss_before == pytest.approx(before, abs=1e-6)
+        assert score.loss_after == pytest.approx(after, abs=1e-6)
+        assert score.influence == pytest.approx(before - after, abs=1e-6)
+        assert score.loss_null_step == pytest.approx(null_step, abs=1e-6)
+    assert len({round(s.influence, 9) for s in scores}) == len(scores), "candidates must differ"
+
+
+def test_state_is_bit_identical_after_scoring(warm) -> None:  # noqa: ANN001
+    model, optimizer, reference, candidates, pad_id = warm
+    params = [p.detach().clone() for p in model.parameters()]
+    states = [{k: v.clone() for k, v in optimizer.state[p].items()} for p in model.parameters()]
+    ExactInfluence(model, optimizer, reference, pad_id, batch_size=2).score_all(candidates)
+    for p, saved, state in zip(model.parameters(), params, states, strict=True):
+        assert torch.equal(p, saved)
+        assert p.grad is None
+        for key, value in state.items():
+            assert torch.equal(optimizer.state[p][key], value), key
+
+
+def test_unknown_method_and_empty_reference(warm) -> None:  # noqa: ANN001
+    model, optimizer, reference, _, pad_id = warm
+    with pytest.raises(ValueError, match="unknown influence method 'magic'"):
+        make_influence_engine("magic", model, optimizer, reference, pad_id, 2)
+    with pytest.raises(ValueError, match="reference set is empty"):
+        ExactInfluence(model, optimizer, [], pad_id)
