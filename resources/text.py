@@ -3,18 +3,20 @@
 Near-duplicate removal reproduces the decisions of the straightforward loop with Google's
 ``rouge_score`` (``RougeScorer(["rougeL"])``, no stemmer): a text is dropped when its ROUGE-L F1
 against any already-kept text is strictly greater than the threshold. It is fast because every
-text is tokenized once, pairs whose F1 cannot exceed the threshold are skipped by a length bound
-and a bag-of-words bound, and the LCS itself runs in C (rapidfuzz).
+text is tokenized once and encoded as one character per distinct token, and the LCS against the
+whole kept pool runs in one rapidfuzz C call, with F1 computed as a numpy vector using the same
+float operations, in the same order, as rouge_score.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
 STOPS = ("</instruction>", "<|im_end|>", "<instruction>")
@@ -64,20 +66,9 @@ def rouge_tokens(text: str) -> list[str]:
     return _NON_ALNUM.sub(" ", text.lower()).split()
 
 
-def rouge_l_f1(lcs: int, length_a: int, length_b: int) -> float:
-    """ROUGE-L F1 from an LCS length, computed exactly as rouge_score does."""
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / length_a, lcs / length_b
-    return 2 * precision * recall / (precision + recall)
-
-
 @dataclass(frozen=True)
 class DedupVerdict:
-    """Whether a text is kept, its highest ROUGE-L F1 against the pool and which pool text that was.
-
-    ``max_rouge`` is exact when above the threshold; below it, pairs that provably score at most the
-    threshold are skipped, so it is the highest score actually computed (a lower bound)."""
+    """Whether a text is kept, its highest ROUGE-L F1 against the pool and which pool text that was."""
 
     keep: bool
     max_rouge: float
@@ -85,34 +76,32 @@ class DedupVerdict:
 
 
 class _Pool:
-    """Kept texts with what the bounds need: tokens, length and token counts."""
+    """Kept texts encoded as strings of one character per distinct token, so that rapidfuzz computes
+    token-level LCS against the whole pool in one C call."""
 
     def __init__(self) -> None:
-        self.tokens: list[list[str]] = []
-        self.counts: list[Counter[str]] = []
+        self.vocabulary: dict[str, str] = {}
+        self.encoded: list[str] = []
+        self.lengths = np.zeros(0, dtype=np.int64)
 
-    def add(self, tokens: list[str]) -> None:
-        self.tokens.append(tokens)
-        self.counts.append(Counter(tokens))
+    def encode(self, tokens: list[str]) -> str:
+        """One private character per distinct token (planes 1-16, so no surrogates)."""
+        return "".join(self.vocabulary.setdefault(t, chr(0x10000 + len(self.vocabulary))) for t in tokens)
 
-    def best_match(self, tokens: list[str], threshold: float) -> tuple[float, int | None]:
-        """Highest F1 against the pool; pairs whose bound is at most ``threshold`` are not computed,
-        so the returned max is exact whenever it exceeds the threshold."""
-        best, where = 0.0, None
-        if not tokens:
-            return best, where
-        counts, n = Counter(tokens), len(tokens)
-        for index, other in enumerate(self.tokens):
-            m = len(other)
-            if not m or rouge_l_f1(min(n, m), n, m) <= threshold:
-                continue
-            overlap = sum((counts & self.counts[index]).values())
-            if rouge_l_f1(overlap, n, m) <= threshold:
-                continue
-            score = rouge_l_f1(int(LCSseq.similarity(tokens, other)), n, m)
-            if score > best:
-                best, where = score, index
-        return best, where
+    def add(self, encoded: str) -> None:
+        self.encoded.append(encoded)
+        self.lengths = np.append(self.lengths, len(encoded))
+
+    def best_match(self, encoded: str) -> tuple[float, int | None]:
+        """Highest ROUGE-L F1 against the pool (0.0, None when either side has no tokens)."""
+        if not encoded or not self.encoded:
+            return 0.0, None
+        lcs = process.cdist([encoded], self.encoded, scorer=LCSseq.similarity, dtype=np.int64)[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision, recall = lcs / len(encoded), lcs / self.lengths
+            f1 = np.where(lcs > 0, 2 * precision * recall / (precision + recall), 0.0)
+        index = int(np.argmax(f1))
+        return (float(f1[index]), index) if f1[index] > 0 else (0.0, None)
 
 
 def dedup_rouge_l_detailed(
@@ -122,15 +111,15 @@ def dedup_rouge_l_detailed(
     exceeds ``threshold``. ``matched_index`` counts ``existing`` first, then kept texts."""
     pool = _Pool()
     for text in existing:
-        pool.add(rouge_tokens(text))
+        pool.add(pool.encode(rouge_tokens(text)))
     verdicts = []
     for text in texts:
-        tokens = rouge_tokens(text)
-        best, where = pool.best_match(tokens, threshold)
+        encoded = pool.encode(rouge_tokens(text))
+        best, where = pool.best_match(encoded)
         keep = best <= threshold
         verdicts.append(DedupVerdict(keep, best, where))
         if keep:
-            pool.add(tokens)
+            pool.add(encoded)
     return verdicts
 
 
