@@ -56,9 +56,10 @@ def influence_scores(
     pipeline.prepare_torch()
     warm_folder = pipeline.checkpoints().local_folder(warm_student["uri"][0])
     context.log.info(f"scoring {candidates.height} candidates with method={settings.method}")
-    scores = score_influence(warm_folder, reference_set, candidates, settings.method, settings.reference_batch_size,
-                             settings.max_length, pipeline.device, pipeline.dtype, context.log.info)
-    scores = scores.with_columns(method=pl.lit(settings.method),
+    scores = score_influence(warm_folder, reference_set, candidates, settings.method, settings.param_pattern,
+                             settings.reference_batch_size, settings.max_length, pipeline.device, pipeline.dtype,
+                             context.log.info)
+    scores = scores.with_columns(method=pl.lit(settings.method), method_params=pl.lit(settings.model_dump_json()),
                                  student_version=pl.lit(warm_student["student_version"][0]))
     shares = {b: positive_share(scores, b) for b in ("before_step", "null_step")}
     context.log.info(f"share of positive influence: {shares}")

@@ -108,7 +108,14 @@ class WarmupSettings(StrictModel):
 class InfluenceSettings(StrictModel):
     """Local data influence of each candidate on the reference loss."""
 
-    method: Literal["exact"] = Field("exact", description="exact: one real AdamW step per candidate")
+    method: Literal["exact", "first_order"] = Field(
+        "exact",
+        description="exact: one real AdamW step per candidate; first_order: reference gradient dotted with "
+        "the candidate's AdamW update",
+    )
+    param_pattern: str | None = Field(
+        None, description="first_order only: regex of parameter names to include (default: all)"
+    )
     reference_batch_size: int = Field(8, gt=0)
     max_length: int = Field(256, gt=8)
 

@@ -13,6 +13,8 @@ once into length-sorted, dynamically padded batches, and ``L_ref(θ0)`` is compu
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -115,7 +117,88 @@ class ExactInfluence:
         return scores
 
 
-ENGINES = {"exact": ExactInfluence}
+class FirstOrderInfluence:
+    """First-order approximation: ``influence(c) ≈ −∇L_ref(θ0) · Δ(g_c)``, where ``Δ(g)`` is the exact
+    AdamW update (decoupled weight decay, moments, bias correction) the optimizer would apply for
+    gradient ``g``. One forward/backward per candidate and no reference pass; the reference gradient
+    is computed once. Work happens on flat float32 buffers so the update and dot product are a few
+    vector operations.
+
+    ``param_pattern`` (a regex on parameter names, e.g. ``layers\\.(2[6-9])\\.``) restricts the
+    approximation to matching parameters: the others get no gradient, which cuts backward cost."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        reference: list[EncodedExample],
+        pad_id: int,
+        batch_size: int = 8,
+        param_pattern: str | None = None,
+    ) -> None:
+        self.model, self.pad_id = model, pad_id
+        pattern = re.compile(param_pattern) if param_pattern else None
+        named = [(n, p) for n, p in model.named_parameters() if p in optimizer.state]
+        self.params = [p for n, p in named if pattern is None or pattern.search(n)]
+        if not self.params:
+            raise ValueError(f"no optimizer parameter matches influence pattern {param_pattern!r}")
+        chosen = {id(p) for p in self.params}
+        self._requires_grad = {p: p.requires_grad for _, p in model.named_parameters()}
+        group = optimizer.param_groups[0]
+        self.lr, self.weight_decay, self.eps = group["lr"], group["weight_decay"], group["eps"]
+        self.beta1, self.beta2 = group["betas"]
+        step = float(optimizer.state[self.params[0]]["step"]) + 1
+        self.bias1, self.sqrt_bias2 = 1 - self.beta1**step, math.sqrt(1 - self.beta2**step)
+        flat = lambda tensors: torch.cat([t.detach().reshape(-1).float() for t in tensors])  # noqa: E731
+        self.theta = flat(self.params)
+        self.exp_avg = flat(optimizer.state[p]["exp_avg"] for p in self.params)
+        self.exp_avg_sq = flat(optimizer.state[p]["exp_avg_sq"] for p in self.params)
+        for _, param in model.named_parameters():
+            param.requires_grad_(id(param) in chosen)
+        self.model.eval()
+        self.loss_before = check_finite(ReferenceLoss(reference, pad_id, batch_size)(model), "reference loss")
+        self.reference_grad = self._gradient(reference, batch_size)
+        self.null_effect = float(self.reference_grad @ self.update(torch.zeros_like(self.theta)))
+
+    def _gradient(self, examples: list[EncodedExample], batch_size: int) -> torch.Tensor:
+        """Flat gradient of the mean per-example loss over ``examples``."""
+        self.model.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            for start in range(0, len(examples), batch_size):
+                batch = collate(examples[start : start + batch_size], self.pad_id)
+                (per_example_loss(self.model, batch).sum() / len(examples)).backward()
+        grad = torch.cat([p.grad.reshape(-1).float() for p in self.params])
+        self.model.zero_grad(set_to_none=True)
+        return grad
+
+    def update(self, grad: torch.Tensor) -> torch.Tensor:
+        """The parameter change one AdamW step with gradient ``grad`` would make."""
+        exp_avg = self.exp_avg * self.beta1 + grad * (1 - self.beta1)
+        denom = (self.exp_avg_sq * self.beta2 + grad.square() * (1 - self.beta2)).sqrt_() / self.sqrt_bias2
+        step = exp_avg.div_(denom.add_(self.eps)).mul_(self.lr / self.bias1)
+        return step.add_(self.theta, alpha=self.lr * self.weight_decay).neg_()
+
+    def score(self, candidate: EncodedExample, index: int = 0) -> InfluenceScore:
+        """Approximate one candidate's scores (``loss_after`` and ``loss_null_step`` are first-order too)."""
+        effect = float(self.reference_grad @ self.update(self._gradient([candidate], 1)))
+        after = check_finite(self.loss_before + effect, f"approximate loss after candidate {index}")
+        return InfluenceScore(self.loss_before, after, self.loss_before + self.null_effect, -effect)
+
+    def score_all(self, candidates: list[EncodedExample], progress: Progress | None = None) -> list[InfluenceScore]:
+        """Score every candidate, then give parameters back their original ``requires_grad``."""
+        try:
+            scores = []
+            for index, candidate in enumerate(candidates):
+                scores.append(self.score(candidate, index))
+                if progress:
+                    progress(index + 1, len(candidates))
+            return scores
+        finally:
+            for param, flag in self._requires_grad.items():
+                param.requires_grad_(flag)
+
+
+ENGINES = {"exact": ExactInfluence, "first_order": FirstOrderInfluence}
 
 
 def make_influence_engine(
@@ -125,8 +208,11 @@ def make_influence_engine(
     reference: list[EncodedExample],
     pad_id: int,
     batch_size: int,
-) -> ExactInfluence:
+    param_pattern: str | None = None,
+) -> ExactInfluence | FirstOrderInfluence:
     """The influence engine named by ``method`` (settings ``influence.method``)."""
-    if method not in ENGINES:
-        raise ValueError(f"unknown influence method {method!r}; choose one of {sorted(ENGINES)}")
-    return ENGINES[method](model, optimizer, reference, pad_id, batch_size)
+    if method == "exact":
+        return ExactInfluence(model, optimizer, reference, pad_id, batch_size)
+    if method == "first_order":
+        return FirstOrderInfluence(model, optimizer, reference, pad_id, batch_size, param_pattern)
+    raise ValueError(f"unknown influence method {method!r}; choose one of {sorted(ENGINES)}")

@@ -55,6 +55,7 @@ def score_influence(
     reference: pl.DataFrame,
     candidates: pl.DataFrame,
     method: str,
+    param_pattern: str | None,
     batch_size: int,
     max_length: int,
     device: torch.device,
@@ -67,7 +68,9 @@ def score_influence(
     def encode(table: pl.DataFrame) -> list:
         return encode_pairs(tokenizer, table["instruction"].to_list(), table["response"].to_list(), max_length)
 
-    engine = make_influence_engine(method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size)
+    engine = make_influence_engine(
+        method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size, param_pattern
+    )
     scores = engine.score_all(encode(candidates), rate_logger(log, "influence"))
     table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
     return pl.concat([candidates, table], how="horizontal")

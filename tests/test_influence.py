@@ -79,3 +79,24 @@ def test_unknown_method_and_empty_reference(warm) -> None:  # noqa: ANN001
         make_influence_engine("magic", model, optimizer, reference, pad_id, 2)
     with pytest.raises(ValueError, match="reference set is empty"):
         ExactInfluence(model, optimizer, [], pad_id)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ranks = lambda xs: torch.tensor(xs).argsort().argsort().double()  # noqa: E731
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra @ rb) / (ra.norm() * rb.norm()))
+
+
+def test_first_order_tracks_exact(warm) -> None:  # noqa: ANN001
+    model, optimizer, reference, candidates, pad_id = warm
+    exact = ExactInfluence(model, optimizer, reference, pad_id, 2).score_all(candidates)
+    approx = make_influence_engine("first_order", model, optimizer, reference, pad_id, 2).score_all(candidates)
+    assert spearman([s.influence for s in exact], [s.influence for s in approx]) >= 0.8
+    exact_null = [s.loss_null_step - s.loss_after for s in exact]
+    approx_null = [s.loss_null_step - s.loss_after for s in approx]
+    assert sum((x > 0) == (y > 0) for x, y in zip(exact_null, approx_null, strict=True)) >= 4
+    exact_shift = exact[0].loss_null_step - exact[0].loss_before
+    approx_shift = approx[0].loss_null_step - approx[0].loss_before
+    assert approx_shift == pytest.approx(exact_shift, rel=0.5)
+    assert all(p.requires_grad for p in model.parameters())
