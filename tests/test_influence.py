@@ -100,3 +100,17 @@ def test_first_order_tracks_exact(warm) -> None:  # noqa: ANN001
     approx_shift = approx[0].loss_null_step - approx[0].loss_before
     assert approx_shift == pytest.approx(exact_shift, rel=0.5)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_exact_equals_the_paper_loop(warm, tmp_path: Path, model_cache: Path) -> None:  # noqa: ANN001
+    from resources.influence_baseline import paper_loop_influence
+    from resources.training import save_training_state
+
+    model, optimizer, reference, candidates, pad_id = warm
+    _, tokenizer = load_causal_lm(resolve_model_source("tiny-random:influence", model_cache))
+    save_training_state(model, tokenizer, optimizer, tmp_path)
+    baseline = paper_loop_influence(str(tmp_path), reference, candidates[:3], pad_id, pad_to=128, batch_size=8)
+    fast = ExactInfluence(model, optimizer, reference, pad_id, 3).score_all(candidates[:3])
+    for slow, quick in zip(baseline, fast, strict=True):
+        assert quick.influence == pytest.approx(slow.influence, abs=1e-5)
+        assert quick.loss_null_step == pytest.approx(slow.loss_null_step, abs=1e-5)
