@@ -155,28 +155,35 @@ class FirstOrderInfluence:
         self.exp_avg_sq = flat(optimizer.state[p]["exp_avg_sq"] for p in self.params)
         for _, param in model.named_parameters():
             param.requires_grad_(id(param) in chosen)
+        self.grad_buffer = torch.zeros_like(self.theta)
+        self.decay_term = self.lr * self.weight_decay * self.theta
         self.model.eval()
         self.loss_before = check_finite(ReferenceLoss(reference, pad_id, batch_size)(model), "reference loss")
-        self.reference_grad = self._gradient(reference, batch_size)
+        self.reference_grad = self._gradient(reference, batch_size).clone()
         self.null_effect = float(self.reference_grad @ self.update(torch.zeros_like(self.theta)))
 
     def _gradient(self, examples: list[EncodedExample], batch_size: int) -> torch.Tensor:
-        """Flat gradient of the mean per-example loss over ``examples``."""
-        self.model.zero_grad(set_to_none=True)
+        """Flat gradient of the mean per-example loss over ``examples``, accumulated by autograd straight
+        into one flat buffer (each parameter's ``.grad`` is a view of it), so nothing is concatenated."""
+        self.grad_buffer.zero_()
+        offset = 0
+        for param in self.params:
+            param.grad = self.grad_buffer[offset : offset + param.numel()].view_as(param)
+            offset += param.numel()
         with torch.enable_grad():
             for start in range(0, len(examples), batch_size):
                 batch = collate(examples[start : start + batch_size], self.pad_id)
                 (per_example_loss(self.model, batch).sum() / len(examples)).backward()
-        grad = torch.cat([p.grad.reshape(-1).float() for p in self.params])
-        self.model.zero_grad(set_to_none=True)
-        return grad
+        for param in self.params:
+            param.grad = None
+        return self.grad_buffer
 
     def update(self, grad: torch.Tensor) -> torch.Tensor:
         """The parameter change one AdamW step with gradient ``grad`` would make."""
-        exp_avg = self.exp_avg * self.beta1 + grad * (1 - self.beta1)
-        denom = (self.exp_avg_sq * self.beta2 + grad.square() * (1 - self.beta2)).sqrt_() / self.sqrt_bias2
-        step = exp_avg.div_(denom.add_(self.eps)).mul_(self.lr / self.bias1)
-        return step.add_(self.theta, alpha=self.lr * self.weight_decay).neg_()
+        exp_avg = torch.lerp(self.exp_avg, grad, 1 - self.beta1)
+        denom = torch.addcmul(self.exp_avg_sq, grad, grad, value=(1 - self.beta2) / self.beta2)
+        denom.mul_(self.beta2).sqrt_().div_(self.sqrt_bias2).add_(self.eps)
+        return exp_avg.div_(denom).mul_(-self.lr / self.bias1).sub_(self.decay_term)
 
     def score(self, candidate: EncodedExample, index: int = 0) -> InfluenceScore:
         """Approximate one candidate's scores (``loss_after`` and ``loss_null_step`` are first-order too)."""
