@@ -8,8 +8,11 @@ from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from assets._output import table_output
 from dagster_project.resource import PipelineResource
+from dagster_project.settings import project_path
+from resources.influence_cache import InfluenceCache
 from resources.pairs import positive_share
-from resources.student import score_influence, split_warmup, train_warm_student
+from resources.storage import frame_hash
+from resources.student import score_with_cache, split_warmup, train_warm_student
 from resources.training import WarmupConfig
 
 
@@ -55,12 +58,17 @@ def influence_scores(
     candidates = candidates.select("candidate_id", "prompt_id", "prompt", "instruction", "response")
     pipeline.prepare_torch()
     warm_folder = pipeline.checkpoints().local_folder(warm_student["uri"][0])
-    context.log.info(f"scoring {candidates.height} candidates with method={settings.method}")
-    scores = score_influence(warm_folder, reference_set, candidates, settings.method, settings.param_pattern,
-                             settings.reference_batch_size, settings.max_length, pipeline.device, pipeline.dtype,
-                             context.log.info)
+    context.log.info(f"{candidates.height} candidates, method={settings.method}")
+    student_version = warm_student["student_version"][0]
+    cache = InfluenceCache(project_path(pipeline.settings.storage.tables), student_version,
+                           frame_hash(reference_set), settings.model_dump(mode="json"))
+    scores = score_with_cache(
+        cache, candidates, context.log.info, warm_folder=warm_folder, reference=reference_set,
+        method=settings.method, param_pattern=settings.param_pattern, batch_size=settings.reference_batch_size,
+        max_length=settings.max_length, device=pipeline.device, dtype=pipeline.dtype,
+    )
     scores = scores.with_columns(method=pl.lit(settings.method), method_params=pl.lit(settings.model_dump_json()),
-                                 student_version=pl.lit(warm_student["student_version"][0]))
+                                 student_version=pl.lit(student_version))
     shares = {b: positive_share(scores, b) for b in ("before_step", "null_step")}
     context.log.info(f"share of positive influence: {shares}")
     return table_output(

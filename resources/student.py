@@ -13,10 +13,9 @@ import torch
 from resources.examples import encode_pairs
 from resources.generation import rate_logger
 from resources.influence import make_influence_engine
+from resources.influence_cache import SCORE_COLUMNS, InfluenceCache
 from resources.models import load_causal_lm
 from resources.training import WarmupConfig, load_training_state, save_training_state, warmup_sft
-
-SCORE_COLUMNS = ["loss_before", "loss_after", "loss_null_step", "influence"]
 
 
 def split_warmup(kept: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -74,3 +73,17 @@ def score_influence(
     scores = engine.score_all(encode(candidates), rate_logger(log, "influence"))
     table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
     return pl.concat([candidates, table], how="horizontal")
+
+
+def score_with_cache(
+    cache: InfluenceCache, candidates: pl.DataFrame, log: Callable[[str], None], **scoring: object
+) -> pl.DataFrame:
+    """Scores for ``candidates``: cached ones reused, the rest scored with :func:`score_influence` and cached."""
+    cached = cache.load().filter(pl.col("candidate_id").is_in(candidates["candidate_id"].implode()))
+    todo = candidates.join(cached.select("candidate_id"), on="candidate_id", how="anti")
+    log(f"influence cache {cache.key}: reused {cached.height} scores, scoring {todo.height} new candidates")
+    if todo.height:
+        fresh = score_influence(candidates=todo, log=log, **scoring)
+        cache.save(fresh)
+        cached = pl.concat([cached, fresh.select(cached.columns)])
+    return candidates.join(cached, on="candidate_id", how="left", maintain_order="left")

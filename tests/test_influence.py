@@ -114,3 +114,31 @@ def test_exact_equals_the_paper_loop(warm, tmp_path: Path, model_cache: Path) ->
     for slow, quick in zip(baseline, fast, strict=True):
         assert quick.influence == pytest.approx(slow.influence, abs=1e-5)
         assert quick.loss_null_step == pytest.approx(slow.loss_null_step, abs=1e-5)
+
+
+def test_cache_scores_only_new_candidates(model_cache: Path, tmp_path: Path) -> None:
+    import polars as pl
+
+    from resources.influence_cache import InfluenceCache
+    from resources.student import score_with_cache, train_warm_student
+
+    rows = pl.DataFrame({"instruction": [p[0] for p in REFERENCE], "response": [p[1] for p in REFERENCE]})
+    warm_folder = tmp_path / "warm"
+    warm_folder.mkdir()
+    train_warm_student(resolve_model_source("tiny-random:cache", model_cache), rows, WarmupConfig(1e-3), 64,
+                       warm_folder, torch.device("cpu"), torch.float32, print)
+    candidates = pl.DataFrame({"candidate_id": [f"c{i}" for i in range(len(CANDIDATES))],
+                               "instruction": [p[0] for p in CANDIDATES], "response": [p[1] for p in CANDIDATES]})
+    cache = InfluenceCache(str(tmp_path / "tables"), "student-v1", "reference-v1", {"method": "exact"})
+    scoring = {"warm_folder": str(warm_folder), "reference": rows, "method": "exact", "param_pattern": None,
+               "batch_size": 4, "max_length": 64, "device": torch.device("cpu"), "dtype": torch.float32}
+    messages: list[str] = []
+    first = score_with_cache(cache, candidates.head(3), messages.append, **scoring)
+    second = score_with_cache(cache, candidates, messages.append, **scoring)
+    assert "reused 0 scores, scoring 3 new" in messages[0]
+    assert any("reused 3 scores, scoring 2 new" in m for m in messages)
+    assert second["candidate_id"].to_list() == candidates["candidate_id"].to_list()
+    assert second.head(3)["influence"].to_list() == first["influence"].to_list()
+    assert second["influence"].null_count() == 0
+    other = InfluenceCache(str(tmp_path / "tables"), "student-v2", "reference-v1", {"method": "exact"})
+    assert other.load().height == 0, "a new student version must not reuse scores"
