@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest
 
 ui: $(STAMP)
-	mkdir -p $(DAGSTER_HOME)
+	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
 	MONTESSORI_PROFILE=$(PROFILE) $(VENV)/bin/dagster dev -w workspace.yaml
 
 lint: $(STAMP)

@@ -1,10 +1,21 @@
 """Stages 2-3: warm the student up, then score each candidate's local influence on the reference loss."""
 
+import json
 import tempfile
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    DynamicOut,
+    DynamicOutput,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    asset,
+    graph_asset,
+    op,
+)
 
 from assets._output import table_output
 from dagster_project.resource import PipelineResource
@@ -12,7 +23,7 @@ from dagster_project.settings import project_path
 from resources.influence_cache import InfluenceCache
 from resources.pairs import positive_share
 from resources.storage import frame_hash
-from resources.student import score_with_cache, split_warmup, train_warm_student
+from resources.student import merge_shards, score_with_cache, shard_candidates, split_warmup, train_warm_student
 from resources.training import WarmupConfig
 
 
@@ -44,37 +55,65 @@ def warm_student(
                         warmup_losses=MetadataValue.json(losses))
 
 
-@asset(group_name="influence", kinds={"pytorch", "parquet"})
-def influence_scores(
-    context: AssetExecutionContext,
-    pipeline: PipelineResource,
-    synthetic_instructions: pl.DataFrame,
-    warm_student: pl.DataFrame,
-    reference_set: pl.DataFrame,
-) -> Output[pl.DataFrame]:
-    """Loss before, loss after one AdamW step, null-step loss and influence for every candidate."""
-    settings = pipeline.settings.influence
+@op(out=DynamicOut(pl.DataFrame))
+def plan_influence_shards(pipeline: PipelineResource, synthetic_instructions: pl.DataFrame):  # noqa: ANN201
+    """Split the candidates into ``influence.shards`` shards by synthesis prompt (round robin, stable)."""
     _, candidates = _split(pipeline, synthetic_instructions)
     candidates = candidates.select("candidate_id", "prompt_id", "prompt", "instruction", "response")
+    for index, shard in enumerate(shard_candidates(candidates, pipeline.settings.influence.shards)):
+        yield DynamicOutput(shard, mapping_key=f"shard_{index}")
+
+
+@op(tags={"montessori/stage": "influence"})
+def score_influence_shard(
+    context: OpExecutionContext,
+    pipeline: PipelineResource,
+    shard: pl.DataFrame,
+    warm_student: pl.DataFrame,
+    reference_set: pl.DataFrame,
+) -> pl.DataFrame:
+    """Score one shard's candidates (cached scores are reused)."""
+    settings = pipeline.settings.influence
     pipeline.prepare_torch()
-    warm_folder = pipeline.checkpoints().local_folder(warm_student["uri"][0])
-    context.log.info(f"{candidates.height} candidates, method={settings.method}")
     student_version = warm_student["student_version"][0]
+    method_params = settings.model_dump(mode="json", exclude={"shards"})  # sharding does not change a score
     cache = InfluenceCache(project_path(pipeline.settings.storage.tables), student_version,
-                           frame_hash(reference_set), settings.model_dump(mode="json"))
+                           frame_hash(reference_set), method_params)
+    context.log.info(f"shard of {shard.height} candidates, method={settings.method}")
     scores = score_with_cache(
-        cache, candidates, context.log.info, warm_folder=warm_folder, reference=reference_set,
-        method=settings.method, param_pattern=settings.param_pattern, batch_size=settings.reference_batch_size,
-        max_length=settings.max_length, device=pipeline.device, dtype=pipeline.dtype,
+        cache, shard, context.log.info, warm_folder=pipeline.checkpoints().local_folder(warm_student["uri"][0]),
+        reference=reference_set, method=settings.method, param_pattern=settings.param_pattern,
+        batch_size=settings.reference_batch_size, max_length=settings.max_length, device=pipeline.device,
+        dtype=pipeline.dtype,
     )
-    scores = scores.with_columns(method=pl.lit(settings.method), method_params=pl.lit(settings.model_dump_json()),
-                                 student_version=pl.lit(student_version))
+    return scores.with_columns(
+        method=pl.lit(settings.method),
+        method_params=pl.lit(json.dumps(method_params, sort_keys=True)),
+        student_version=pl.lit(student_version),
+    )
+
+
+@op
+def merge_influence_shards(context: OpExecutionContext, shards: list[pl.DataFrame]) -> Output[pl.DataFrame]:
+    """Merge shard scores in candidate order, whatever order the shards finished in."""
+    scores = merge_shards(shards)
     shares = {b: positive_share(scores, b) for b in ("before_step", "null_step")}
     context.log.info(f"share of positive influence: {shares}")
     return table_output(
         scores, ["candidate_id", "influence", "loss_before", "loss_after", "loss_null_step", "instruction"],
-        positive_share=shares, influence_summary=MetadataValue.md(_summary(scores)),
+        positive_share=shares, shards=len(shards), influence_summary=MetadataValue.md(_summary(scores)),
     )
+
+
+@graph_asset(group_name="influence", kinds={"pytorch", "parquet"})
+def influence_scores(
+    synthetic_instructions: pl.DataFrame, warm_student: pl.DataFrame, reference_set: pl.DataFrame
+) -> pl.DataFrame:
+    """Loss before, loss after one AdamW step, null-step loss and influence for every candidate,
+    scored in parallel shards (one step per shard; one worker or pod each) and merged."""
+    shards = plan_influence_shards(synthetic_instructions)
+    scored = shards.map(lambda shard: score_influence_shard(shard, warm_student, reference_set))
+    return merge_influence_shards(scored.collect())
 
 
 def _summary(scores: pl.DataFrame) -> str:

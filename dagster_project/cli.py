@@ -9,8 +9,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, Definitions, materialize
+from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, build_reconstructable_job, execute_job
 
+from dagster_project.definitions import build_definitions, pipeline_job
 from dagster_project.lineage import asset_status, file_stamp, find_materialization, lineage
 from dagster_project.settings import PROJECT_ROOT, SettingsError
 
@@ -19,14 +20,20 @@ def ensure_dagster_home() -> Path:
     """Use ``DAGSTER_HOME`` (default: ``.dagster_home`` in the project) so the UI sees CLI runs."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()  # SQLite storage in DAGSTER_HOME, Dagster's default, stated explicitly
     return home
 
 
 def _summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:  # noqa: ANN001
-    seconds = {
-        stat.step_key: round((stat.end_time or 0) - (stat.start_time or 0), 1)
-        for stat in instance.get_run_step_stats(result.run_id)
-    }
+    stats = instance.get_run_step_stats(result.run_id)
+
+    def seconds(asset: str) -> float | None:
+        """Wall time of the asset's steps (a graph-backed asset has several, e.g. influence shards)."""
+        own = [s for s in stats if s.step_key == asset or s.step_key.startswith(f"{asset}.")]
+        if not own:
+            return None
+        return round(max(s.end_time or 0 for s in own) - min(s.start_time or 0 for s in own), 1)
+
     summary = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
@@ -35,7 +42,7 @@ def _summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:
         summary[name] = {
             "path": metadata["path"].value if "path" in metadata else None,
             "rows": metadata["dagster/row_count"].value if "dagster/row_count" in metadata else None,
-            "seconds": seconds.get(name),
+            "seconds": seconds(name),
         }
     return summary
 
@@ -47,8 +54,6 @@ def _print_table(summary: dict[str, dict[str, object]]) -> None:
 
 
 def _load(profile: str) -> tuple[Definitions, DagsterInstance]:
-    from dagster_project.definitions import build_definitions
-
     os.environ["MONTESSORI_PROFILE"] = profile
     defs = build_definitions(profile)
     ensure_dagster_home()
@@ -110,14 +115,14 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps({"run_id": None, "assets": {}}))
             return 0
         print("materializing stale or missing: " + ", ".join(k.to_user_string() for k in selection))
-    result = materialize(
-        [*defs.assets, *defs.asset_checks],
+    if isinstance(selection, str):
+        selection = list(AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
+    result = execute_job(
+        build_reconstructable_job("dagster_project.definitions", pipeline_job.__name__, (args.profile,)),
         instance=instance,
-        resources=defs.resources,
-        selection=selection,
+        asset_selection=selection,
         tags={"montessori/profile": args.profile},
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        raise_on_error=False,
     )
     summary = _summary(instance, result)
     _print_table(summary)

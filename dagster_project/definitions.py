@@ -10,7 +10,16 @@ import hashlib
 import os
 import warnings
 
-from dagster import AssetsDefinition, BetaWarning, Definitions
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    BetaWarning,
+    Definitions,
+    JobDefinition,
+    define_asset_job,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from assets.checks import ASSET_CHECKS
 from assets.data import heldout_set, reference_set, seed_prompts
@@ -23,6 +32,7 @@ from dagster_project.settings import Settings, load_settings, project_path
 from resources.parquet_io import ParquetIOManager
 
 ENGINE_VERSION = "1"
+PIPELINE_JOB = "montessori_pipeline"
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is what we want
@@ -62,8 +72,13 @@ def build_definitions(profile: str) -> Definitions:
     """Definitions of every stage, versioned by the settings of ``profile``."""
     settings = load_settings(profile)
     assets = [_with_code_version(stage, code_version(settings, keys)) for stage, keys in STAGE_SETTINGS]
+    executor = in_process_executor
+    if settings.runtime.executor == "multiprocess":
+        executor = multiprocess_executor.configured({"max_concurrent": settings.runtime.max_concurrent})
     return Definitions(
         assets=assets,
+        executor=executor,
+        jobs=[define_asset_job(PIPELINE_JOB, AssetSelection.all(include_sources=False))],
         asset_checks=ASSET_CHECKS,
         resources={
             "pipeline": PipelineResource(profile=profile),
@@ -73,3 +88,9 @@ def build_definitions(profile: str) -> Definitions:
 
 
 defs = build_definitions(os.environ.get("MONTESSORI_PROFILE", "demo"))
+
+
+def pipeline_job(profile: str) -> JobDefinition:
+    """The whole graph of ``profile`` as one job; the CLI runs it through ``build_reconstructable_job`` so
+    that every worker process (multiprocess executor) rebuilds exactly this profile's job."""
+    return build_definitions(profile).resolve_job_def(PIPELINE_JOB)

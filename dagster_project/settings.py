@@ -37,6 +37,10 @@ class RuntimeSettings(StrictModel):
     precision: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model dtype")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 leaves torch's default")
     seed: int = Field(0, description="global seed for sampling and training")
+    executor: Literal["in_process", "multiprocess"] = Field(
+        "in_process", description="multiprocess runs independent steps (e.g. influence shards) in parallel"
+    )
+    max_concurrent: int = Field(2, gt=0, description="multiprocess executor: steps running at once")
 
 
 class ModelSettings(StrictModel):
@@ -113,6 +117,7 @@ class InfluenceSettings(StrictModel):
         description="exact: one real AdamW step per candidate; first_order: reference gradient dotted with "
         "the candidate's AdamW update",
     )
+    shards: int = Field(1, gt=0, description="split scoring into this many parallel steps (workers or pods)")
     param_pattern: str | None = Field(
         None, description="first_order only: regex of parameter names to include (default: all)"
     )

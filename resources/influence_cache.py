@@ -1,7 +1,7 @@
 """Influence score cache: unchanged candidates are never scored twice.
 
 Scores are keyed by (student version, reference set version, method and its parameters) per file,
-and by candidate content hash (``candidate_id``) per row, under ``{tables}/influence_cache/``.
+and by candidate content hash (``candidate_id``) per row, under ``{tables}/influence_cache/{key}/``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 
 import polars as pl
 
-from resources.storage import TableStore
+from resources.storage import TableStore, frame_hash
 
 SCORE_COLUMNS = ["loss_before", "loss_after", "loss_null_step", "influence"]
 CACHE_SCHEMA = {"candidate_id": pl.String, **{c: pl.Float64 for c in SCORE_COLUMNS}}
@@ -24,15 +24,16 @@ class InfluenceCache:
         key = json.dumps([student_version, reference_version, method], sort_keys=True)
         self.key = hashlib.sha256(key.encode()).hexdigest()[:16]
         self.store = TableStore(tables_base)
-        self.path = self.store.location("influence_cache", self.key)
+        self.folder = self.store.base / "influence_cache" / self.key
 
     def load(self) -> pl.DataFrame:
         """All cached scores (empty when none)."""
-        if not self.path.exists():
-            return pl.DataFrame(schema=CACHE_SCHEMA)
-        return TableStore.read(self.path).select(list(CACHE_SCHEMA))
+        parts = [TableStore.read(p).select(list(CACHE_SCHEMA)) for p in sorted(self.folder.glob("*.parquet"))]
+        merged = pl.concat([pl.DataFrame(schema=CACHE_SCHEMA), *parts])
+        return merged.unique("candidate_id", keep="first", maintain_order=True)
 
     def save(self, scores: pl.DataFrame) -> None:
-        """Add ``scores`` (candidate_id + score columns) to the cache, published atomically."""
-        merged = pl.concat([self.load(), scores.select(list(CACHE_SCHEMA))]).unique("candidate_id", keep="last")
-        self.store.write(merged.sort("candidate_id"), self.path, {"cache_key": self.key})
+        """Add ``scores`` (candidate_id + score columns) as one new file, published atomically; shards
+        scoring in parallel each write their own file, so no writer overwrites another."""
+        part = scores.select(list(CACHE_SCHEMA)).sort("candidate_id")
+        self.store.write(part, self.folder / f"{frame_hash(part)[:16]}.parquet", {"cache_key": self.key})

@@ -18,6 +18,8 @@ class ParquetIOManager(ConfigurableIOManager):
     base_path: str
 
     def _location(self, context: InputContext | OutputContext) -> UPath:
+        if not context.has_asset_key:  # an intermediate op output inside a graph-backed asset
+            return TableStore(self.base_path).location("_steps", *context.get_identifier())
         parts = list(context.asset_key.path)
         if context.has_asset_partitions:
             parts.append(context.asset_partition_key)
@@ -25,7 +27,8 @@ class ParquetIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: pl.DataFrame) -> None:
         """Publish the table and report its path and row count."""
-        metadata = {"dagster_run_id": context.run_id, "asset_key": context.asset_key.to_user_string()}
+        key = context.asset_key.to_user_string() if context.has_asset_key else "/".join(context.get_identifier())
+        metadata = {"dagster_run_id": context.run_id, "asset_key": key}
         for column in STAMPED_COLUMNS:
             if column in obj.columns:
                 metadata[column] = ",".join(sorted(obj[column].drop_nulls().unique().to_list()))
@@ -36,7 +39,5 @@ class ParquetIOManager(ConfigurableIOManager):
         """Read the upstream asset's table."""
         path = self._location(context)
         if not path.exists():
-            raise FileNotFoundError(
-                f"{context.asset_key.to_user_string()} has no table at {path}; materialize it first"
-            )
+            raise FileNotFoundError(f"no table at {path}; materialize the upstream asset first")
         return TableStore.read(path)

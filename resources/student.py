@@ -87,3 +87,19 @@ def score_with_cache(
         cache.save(fresh)
         cached = pl.concat([cached, fresh.select(cached.columns)])
     return candidates.join(cached, on="candidate_id", how="left", maintain_order="left")
+
+
+def shard_candidates(candidates: pl.DataFrame, shards: int) -> list[pl.DataFrame]:
+    """Split candidates into at most ``shards`` non-empty parts, whole prompts each, round robin over the
+    sorted prompt ids; an ``order`` column remembers the original row order for :func:`merge_shards`."""
+    numbered = candidates.with_row_index("order")
+    prompts = sorted(numbered["prompt_id"].unique().to_list())
+    owner = pl.DataFrame({"prompt_id": prompts, "shard": [i % shards for i in range(len(prompts))]})
+    assigned = numbered.join(owner, on="prompt_id", how="left")
+    parts = [assigned.filter(pl.col("shard") == k).drop("shard") for k in range(shards)]
+    return [part for part in parts if part.height]
+
+
+def merge_shards(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Concatenate shard results back into the original candidate order (deterministic)."""
+    return pl.concat(parts).sort("order").drop("order")
