@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/montessori run --profile $(PROFILE)
 
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(VENV)/bin/pytest
 
 ui: $(STAMP)
