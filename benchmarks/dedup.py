@@ -11,6 +11,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 
 from rouge_score import rouge_scorer
 
@@ -38,10 +39,10 @@ def make_instructions(n: int, seed: int = 0) -> list[str]:
     return texts
 
 
-def naive(texts: list[str], threshold: float) -> list[bool]:
+def naive(texts: list[str], threshold: float, existing: Sequence[str] = ()) -> list[bool]:
     """The straightforward loop: every candidate against every kept text with rouge_score."""
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    kept: list[str] = []
+    kept = list(existing)
     flags = []
     for text in texts:
         keep = all(scorer.score(other, text)["rougeL"].fmeasure <= threshold for other in kept)

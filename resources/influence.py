@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,7 +55,24 @@ class ReferenceLoss:
         return float(total / self.count)
 
 
-class ExactInfluence:
+class InfluenceEngine(ABC):
+    """What every engine offers: ``score`` one candidate, ``score_all`` with progress."""
+
+    @abstractmethod
+    def score(self, candidate: EncodedExample, index: int = 0) -> InfluenceScore:
+        """Score one candidate (``index`` names it in errors)."""
+
+    def score_all(self, candidates: list[EncodedExample], progress: Progress | None = None) -> list[InfluenceScore]:
+        """Score every candidate in order, reporting progress after each."""
+        scores = []
+        for index, candidate in enumerate(candidates):
+            scores.append(self.score(candidate, index))
+            if progress:
+                progress(index + 1, len(candidates))
+        return scores
+
+
+class ExactInfluence(InfluenceEngine):
     """The exact one-step influence of each candidate, restoring the warm state in memory."""
 
     def __init__(
@@ -107,17 +125,8 @@ class ExactInfluence:
         after = check_finite(self._step_and_measure(candidate), f"reference loss after candidate {index}")
         return InfluenceScore(self.loss_before, after, self.loss_null_step, self.loss_before - after)
 
-    def score_all(self, candidates: list[EncodedExample], progress: Progress | None = None) -> list[InfluenceScore]:
-        """Score every candidate in order, reporting progress after each."""
-        scores = []
-        for index, candidate in enumerate(candidates):
-            scores.append(self.score(candidate, index))
-            if progress:
-                progress(index + 1, len(candidates))
-        return scores
 
-
-class FirstOrderInfluence:
+class FirstOrderInfluence(InfluenceEngine):
     """First-order approximation: ``influence(c) ≈ −∇L_ref(θ0) · Δ(g_c)``, where ``Δ(g)`` is the exact
     AdamW update (decoupled weight decay, moments, bias correction) the optimizer would apply for
     gradient ``g``. One forward/backward per candidate and no reference pass; the reference gradient
@@ -194,12 +203,7 @@ class FirstOrderInfluence:
     def score_all(self, candidates: list[EncodedExample], progress: Progress | None = None) -> list[InfluenceScore]:
         """Score every candidate, then give parameters back their original ``requires_grad``."""
         try:
-            scores = []
-            for index, candidate in enumerate(candidates):
-                scores.append(self.score(candidate, index))
-                if progress:
-                    progress(index + 1, len(candidates))
-            return scores
+            return super().score_all(candidates, progress)
         finally:
             for param, flag in self._requires_grad.items():
                 param.requires_grad_(flag)
@@ -216,7 +220,7 @@ def make_influence_engine(
     pad_id: int,
     batch_size: int,
     param_pattern: str | None = None,
-) -> ExactInfluence | FirstOrderInfluence:
+) -> InfluenceEngine:
     """The influence engine named by ``method`` (settings ``influence.method``)."""
     if method == "exact":
         return ExactInfluence(model, optimizer, reference, pad_id, batch_size)

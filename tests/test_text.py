@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from rouge_score import rouge_scorer
 
+from benchmarks.dedup import naive
 from resources.text import dedup_rouge_l, dedup_rouge_l_detailed, filter_verdict, parse_instruction
 
 
@@ -51,18 +51,6 @@ def test_filter_verdict(text: str | None, verdict: str) -> None:
     assert filter_verdict(text) == verdict
 
 
-def naive_dedup(texts: list[str], threshold: float, existing: list[str] = ()) -> list[bool]:  # noqa: B006
-    """The straightforward pairwise loop with Google's rouge_score."""
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    kept, flags = list(existing), []
-    for text in texts:
-        keep = all(scorer.score(other, text)["rougeL"].fmeasure <= threshold for other in kept)
-        flags.append(keep)
-        if keep:
-            kept.append(text)
-    return flags
-
-
 def test_dedup_hand_written() -> None:
     texts = [
         "Write a short poem about the sea.",
@@ -75,7 +63,7 @@ def test_dedup_hand_written() -> None:
     verdicts = dedup_rouge_l_detailed(texts, 0.7)
     assert [v.keep for v in verdicts] == [True, False, False, True, True, True]
     assert verdicts[1].max_rouge == 1.0 and verdicts[1].matched_index == 0
-    assert [v.keep for v in verdicts] == naive_dedup(texts, 0.7)
+    assert [v.keep for v in verdicts] == naive(texts, 0.7)
 
 
 def test_dedup_threshold_is_strict_and_existing_counts() -> None:
@@ -99,5 +87,5 @@ def test_dedup_matches_rouge_score_on_generated_near_duplicates() -> None:
         texts.append(" ".join(words).capitalize() + rng.choice([".", "?", ""]))
     for threshold in (0.5, 0.7, 0.9):
         fast = dedup_rouge_l(texts, threshold, existing=texts[:5])
-        assert fast == naive_dedup(texts, threshold, existing=texts[:5])
+        assert fast == naive(texts, threshold, existing=texts[:5])
         assert 0 < sum(fast) < len(texts)
