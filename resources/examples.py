@@ -76,16 +76,3 @@ def per_example_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> 
     )
     counts = (targets != IGNORE_INDEX).sum(dim=1).clamp(min=1)
     return token_loss.sum(dim=1) / counts
-
-
-def mean_loss(
-    model: torch.nn.Module, examples: list[EncodedExample], pad_id: int, batch_size: int
-) -> float:
-    """Mean per-example loss over ``examples`` in length-sorted, dynamically padded batches, no grad."""
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    total = torch.zeros((), dtype=torch.float64)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chunk = [examples[i] for i in order[start : start + batch_size]]
-            total += per_example_loss(model, collate(chunk, pad_id)).double().sum().cpu()
-    return float(total / len(examples))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resources.examples import encode_pairs, mean_loss
+from resources.examples import collate, encode_pairs, per_example_loss
 from resources.influence import ExactInfluence, make_influence_engine
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training import WarmupConfig, warmup_sft
@@ -28,10 +28,15 @@ def warm(model_cache: Path):  # noqa: ANN201
     return model, optimizer, encode(REFERENCE), encode(CANDIDATES), tokenizer.pad_token_id
 
 
+def mean_loss(model, examples, pad_id: int, batch_size: int = 1) -> float:  # noqa: ANN001
+    """Reference loss computed independently of the engines: one unpadded example at a time."""
+    with torch.no_grad():
+        losses = [float(per_example_loss(model, collate([e], pad_id))[0]) for e in examples]
+    return sum(losses) / len(losses)
+
+
 def independent_after(model, optimizer, reference, candidate, pad_id) -> float:  # noqa: ANN001
     """L_ref after one AdamW step on ``candidate`` alone, on deep copies (nothing shared)."""
-    from resources.examples import collate, per_example_loss
-
     model_copy = copy.deepcopy(model)
     optimizer_copy = torch.optim.AdamW(model_copy.parameters(), **{
         k: optimizer.param_groups[0][k] for k in ("lr", "betas", "eps", "weight_decay")})
