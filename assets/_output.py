@@ -18,9 +18,13 @@ def markdown_preview(df: pl.DataFrame, rows: int = 5, width: int = 60) -> str:
         return str(shortened)
 
 
-def table_output(df: pl.DataFrame, preview: list[str], **metadata: Any) -> Output[pl.DataFrame]:
-    """Wrap a table as an Output with a content-hash DataVersion, row count and a markdown preview."""
-    version = frame_hash(df)[:16]
+def table_output(
+    df: pl.DataFrame, preview: list[str], version: str | None = None, **metadata: Any
+) -> Output[pl.DataFrame]:
+    """Wrap a table as an Output with a DataVersion, row count and a markdown preview. The version is the
+    table's content hash unless given: a checkpoint manifest passes its weights' hash, so retraining to
+    identical weights (in another run or store) does not make anything downstream stale."""
+    version = version or frame_hash(df)[:16]
     return Output(
         df,
         data_version=DataVersion(version),

@@ -51,7 +51,8 @@ def warm_student(
         "student_version": [published.content_hash[:16]], "uri": [published.uri], "base_model": [base],
         "warmup_rows": [warm.height], "final_loss": [losses[-1]],
     })
-    return table_output(manifest, manifest.columns, student_version=published.content_hash[:16],
+    return table_output(manifest, manifest.columns, version=published.content_hash[:16],
+                        student_version=published.content_hash[:16],
                         warmup_losses=MetadataValue.json(losses))
 
 

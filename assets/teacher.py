@@ -53,5 +53,6 @@ def teacher_checkpoint(
         "batch_size": [params.batch_size], "pairs": [preference_pairs.height], "run_id": [context.run_id],
     })
     context.log.info(f"teacher_version {teacher_version} at {published.uri}")
-    return table_output(manifest, ["teacher_version", "uri", "pairs"], teacher_version=teacher_version,
+    return table_output(manifest, ["teacher_version", "uri", "pairs"], version=teacher_version,
+                        teacher_version=teacher_version,
                         dpo_log=MetadataValue.json(history))

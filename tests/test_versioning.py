@@ -86,3 +86,13 @@ def test_failing_blocking_check_stops_downstream(
     out = capsys.readouterr().out
     assert "teacher_checkpoint" in out
     assert "student_dataset " not in out.split("asset")[-1]  # student_dataset was not materialized
+
+
+def test_identical_rematerialization_keeps_downstream_fresh(
+    profile_path: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    run_json(capsys, "run", "--profile", str(profile_path), "--json")
+    rerun = run_json(capsys, "run", "--profile", str(profile_path), "--select", "teacher_checkpoint", "--json")
+    assert list(rerun["assets"]) == ["teacher_checkpoint"]
+    status = run_json(capsys, "status", "--profile", str(profile_path), "--json")
+    assert status["student_dataset"]["status"] == "fresh", status["student_dataset"]
