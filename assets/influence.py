@@ -77,7 +77,8 @@ def score_influence_shard(
     settings = pipeline.settings.influence
     pipeline.prepare_torch()
     student_version = warm_student["student_version"][0]
-    method_params = settings.model_dump(mode="json", exclude={"shards"})  # sharding does not change a score
+    # sharding and chunking do not change a score
+    method_params = settings.model_dump(mode="json", exclude={"shards", "chunk_size"})
     cache = InfluenceCache(project_path(pipeline.settings.storage.tables), student_version,
                            frame_hash(reference_set), method_params)
     context.log.info(f"shard of {shard.height} candidates, method={settings.method}")
@@ -85,7 +86,7 @@ def score_influence_shard(
         cache, shard, context.log.info, warm_folder=pipeline.checkpoints().local_folder(warm_student["uri"][0]),
         reference=reference_set, method=settings.method, param_pattern=settings.param_pattern,
         batch_size=settings.reference_batch_size, max_length=settings.max_length, device=pipeline.device,
-        dtype=pipeline.dtype,
+        dtype=pipeline.dtype, chunk_size=settings.chunk_size,
     )
     return scores.with_columns(
         method=pl.lit(settings.method),

@@ -118,6 +118,7 @@ class InfluenceSettings(StrictModel):
         "the candidate's AdamW update",
     )
     shards: int = Field(1, gt=0, description="split scoring into this many parallel steps (workers or pods)")
+    chunk_size: int = Field(8, gt=0, description="candidates scored between two saves to the score cache")
     param_pattern: str | None = Field(
         None, description="first_order only: regex of parameter names to include (default: all)"
     )

@@ -60,8 +60,11 @@ def score_influence(
     device: torch.device,
     dtype: torch.dtype,
     log: Callable[[str], None],
+    chunk_size: int = 8,
+    on_chunk: Callable[[pl.DataFrame], None] | None = None,
 ) -> pl.DataFrame:
-    """Score every candidate's local influence on the reference loss from the warm state."""
+    """Score every candidate's local influence on the reference loss from the warm state, ``chunk_size``
+    candidates at a time; ``on_chunk`` receives each finished chunk (e.g. to persist it)."""
     model, tokenizer, optimizer = load_training_state(warm_folder, device, dtype)
 
     def encode(table: pl.DataFrame) -> list:
@@ -70,21 +73,30 @@ def score_influence(
     engine = make_influence_engine(
         method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size, param_pattern
     )
-    scores = engine.score_all(encode(candidates), rate_logger(log, "influence"))
-    table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
-    return pl.concat([candidates, table], how="horizontal")
+    progress = rate_logger(log, "influence")
+    parts = []
+    for start in range(0, candidates.height, chunk_size):
+        chunk = candidates.slice(start, chunk_size)
+        scores = engine.score_all(
+            encode(chunk), lambda done, _, offset=start: progress(offset + done, candidates.height)
+        )
+        table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
+        parts.append(pl.concat([chunk, table], how="horizontal"))
+        if on_chunk:
+            on_chunk(parts[-1])
+    return pl.concat(parts)
 
 
 def score_with_cache(
     cache: InfluenceCache, candidates: pl.DataFrame, log: Callable[[str], None], **scoring: object
 ) -> pl.DataFrame:
-    """Scores for ``candidates``: cached ones reused, the rest scored with :func:`score_influence` and cached."""
+    """Scores for ``candidates``: cached ones reused, the rest scored with :func:`score_influence`, each
+    finished chunk cached at once, so a run killed midway resumes from its last completed chunk."""
     cached = cache.load().filter(pl.col("candidate_id").is_in(candidates["candidate_id"].implode()))
     todo = candidates.join(cached.select("candidate_id"), on="candidate_id", how="anti")
     log(f"influence cache {cache.key}: reused {cached.height} scores, scoring {todo.height} new candidates")
     if todo.height:
-        fresh = score_influence(candidates=todo, log=log, **scoring)
-        cache.save(fresh)
+        fresh = score_influence(candidates=todo, log=log, on_chunk=cache.save, **scoring)
         cached = pl.concat([cached, fresh.select(cached.columns)])
     return candidates.join(cached, on="candidate_id", how="left", maintain_order="left")
 

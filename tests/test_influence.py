@@ -147,3 +147,43 @@ def test_cache_scores_only_new_candidates(model_cache: Path, tmp_path: Path) -> 
     assert second["influence"].null_count() == 0
     other = InfluenceCache(str(tmp_path / "tables"), "student-v2", "reference-v1", {"method": "exact"})
     assert other.load().height == 0, "a new student version must not reuse scores"
+
+
+def test_crash_mid_scoring_resumes_from_last_chunk(model_cache: Path, tmp_path: Path) -> None:
+    import polars as pl
+
+    from resources.influence_cache import InfluenceCache
+    from resources.student import score_with_cache, train_warm_student
+
+    rows = pl.DataFrame({"instruction": [p[0] for p in REFERENCE], "response": [p[1] for p in REFERENCE]})
+    warm_folder = tmp_path / "warm"
+    warm_folder.mkdir()
+    train_warm_student(resolve_model_source("tiny-random:resume", model_cache), rows, WarmupConfig(1e-3), 64,
+                       warm_folder, torch.device("cpu"), torch.float32, print)
+    candidates = pl.DataFrame({"candidate_id": [f"c{i}" for i in range(len(CANDIDATES))],
+                               "instruction": [p[0] for p in CANDIDATES], "response": [p[1] for p in CANDIDATES]})
+    scoring = {"warm_folder": str(warm_folder), "reference": rows, "method": "exact", "param_pattern": None,
+               "batch_size": 4, "max_length": 64, "device": torch.device("cpu"), "dtype": torch.float32,
+               "chunk_size": 2}
+    cache = InfluenceCache(str(tmp_path / "tables"), "s", "r", {"method": "exact"})
+
+    class Crash(RuntimeError):
+        pass
+
+    saved = cache.save
+
+    def save_then_crash(chunk: pl.DataFrame) -> None:
+        saved(chunk)
+        if chunk["candidate_id"][0] == "c2":  # dies after the second chunk is persisted
+            raise Crash
+
+    cache.save = save_then_crash
+    with pytest.raises(Crash):
+        score_with_cache(cache, candidates, print, **scoring)
+    cache.save = saved
+    messages: list[str] = []
+    resumed = score_with_cache(cache, candidates, messages.append, **scoring)
+    assert "reused 4 scores, scoring 1 new" in messages[0]
+    uninterrupted = score_with_cache(InfluenceCache(str(tmp_path / "other"), "s", "r", {}), candidates, print,
+                                     **scoring)
+    assert resumed.equals(uninterrupted)
