@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
 from resources.examples import collate, encode_pairs, per_example_loss
 from resources.influence import ExactInfluence, make_influence_engine
+from resources.influence_cache import InfluenceCache
 from resources.models import load_causal_lm, resolve_model_source
+from resources.student import score_with_cache, train_warm_student
 from resources.training import WarmupConfig, warmup_sft
 
 REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),
@@ -121,12 +124,9 @@ def test_exact_equals_the_paper_loop(warm, tmp_path: Path, model_cache: Path) ->
         assert quick.loss_null_step == pytest.approx(slow.loss_null_step, abs=1e-5)
 
 
-def test_cache_scores_only_new_candidates(model_cache: Path, tmp_path: Path) -> None:
-    import polars as pl
-
-    from resources.influence_cache import InfluenceCache
-    from resources.student import score_with_cache, train_warm_student
-
+@pytest.fixture
+def stage_inputs(model_cache: Path, tmp_path: Path) -> tuple[pl.DataFrame, dict]:
+    """Candidates and the scoring arguments of a warm student saved by the warm-up stage engine."""
     rows = pl.DataFrame({"instruction": [p[0] for p in REFERENCE], "response": [p[1] for p in REFERENCE]})
     warm_folder = tmp_path / "warm"
     warm_folder.mkdir()
@@ -134,9 +134,14 @@ def test_cache_scores_only_new_candidates(model_cache: Path, tmp_path: Path) -> 
                        warm_folder, torch.device("cpu"), torch.float32, print)
     candidates = pl.DataFrame({"candidate_id": [f"c{i}" for i in range(len(CANDIDATES))],
                                "instruction": [p[0] for p in CANDIDATES], "response": [p[1] for p in CANDIDATES]})
-    cache = InfluenceCache(str(tmp_path / "tables"), "student-v1", "reference-v1", {"method": "exact"})
     scoring = {"warm_folder": str(warm_folder), "reference": rows, "method": "exact", "param_pattern": None,
                "batch_size": 4, "max_length": 64, "device": torch.device("cpu"), "dtype": torch.float32}
+    return candidates, scoring
+
+
+def test_cache_scores_only_new_candidates(stage_inputs, tmp_path: Path) -> None:  # noqa: ANN001
+    candidates, scoring = stage_inputs
+    cache = InfluenceCache(str(tmp_path / "tables"), "student-v1", "reference-v1", {"method": "exact"})
     messages: list[str] = []
     first = score_with_cache(cache, candidates.head(3), messages.append, **scoring)
     second = score_with_cache(cache, candidates, messages.append, **scoring)
@@ -149,22 +154,9 @@ def test_cache_scores_only_new_candidates(model_cache: Path, tmp_path: Path) -> 
     assert other.load().height == 0, "a new student version must not reuse scores"
 
 
-def test_crash_mid_scoring_resumes_from_last_chunk(model_cache: Path, tmp_path: Path) -> None:
-    import polars as pl
-
-    from resources.influence_cache import InfluenceCache
-    from resources.student import score_with_cache, train_warm_student
-
-    rows = pl.DataFrame({"instruction": [p[0] for p in REFERENCE], "response": [p[1] for p in REFERENCE]})
-    warm_folder = tmp_path / "warm"
-    warm_folder.mkdir()
-    train_warm_student(resolve_model_source("tiny-random:resume", model_cache), rows, WarmupConfig(1e-3), 64,
-                       warm_folder, torch.device("cpu"), torch.float32, print)
-    candidates = pl.DataFrame({"candidate_id": [f"c{i}" for i in range(len(CANDIDATES))],
-                               "instruction": [p[0] for p in CANDIDATES], "response": [p[1] for p in CANDIDATES]})
-    scoring = {"warm_folder": str(warm_folder), "reference": rows, "method": "exact", "param_pattern": None,
-               "batch_size": 4, "max_length": 64, "device": torch.device("cpu"), "dtype": torch.float32,
-               "chunk_size": 2}
+def test_crash_mid_scoring_resumes_from_last_chunk(stage_inputs, tmp_path: Path) -> None:  # noqa: ANN001
+    candidates, scoring = stage_inputs
+    scoring = {**scoring, "chunk_size": 2}
     cache = InfluenceCache(str(tmp_path / "tables"), "s", "r", {"method": "exact"})
 
     class Crash(RuntimeError):
