@@ -1,11 +1,13 @@
 """Text engine of synthesis: parse the teacher's output, apply the paper's filters, drop near-duplicates.
 
-Near-duplicate removal reproduces the decisions of the straightforward loop with Google's
-``rouge_score`` (``RougeScorer(["rougeL"])``, no stemmer): a text is dropped when its ROUGE-L F1
-against any already-kept text is strictly greater than the threshold. It is fast because every
-text is tokenized once and encoded as one character per distinct token, and the LCS against the
-whole kept pool runs in one rapidfuzz C call, with F1 computed as a numpy vector using the same
-float operations, in the same order, as rouge_score.
+Near-duplicate removal makes exactly the decisions of the straightforward loop with Google's
+``rouge_score`` (``RougeScorer(["rougeL"], use_stemmer=False)``): candidates are visited in order and
+one is dropped when its ROUGE-L F1 against any already-kept text is strictly greater than the threshold.
+It is fast because every text is tokenized once (rouge_score's tokenizer, reproduced) and encoded as a
+string of one code point per distinct token, so that rapidfuzz computes the token-level LCS of a whole
+block of candidates against the whole kept pool in one C call; F1 is then computed as a numpy matrix
+with the same float operations, in the same order, as rouge_score, so threshold comparisons agree
+bit for bit. Nothing is pruned, so the reported best score is the exact maximum over the pool.
 """
 
 from __future__ import annotations
@@ -19,37 +21,48 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
-STOPS = ("</instruction>", "<|im_end|>", "<instruction>")
-# The paper's blacklist of tasks a text-only model cannot do, matched as whole words.
-UNSUPPORTED = re.compile(
-    r"\b(image|images|graph|graphs|picture|pictures|file|files|map|maps|draw|plot|go to|video|audio|music"
-    r"|flowchart|diagram)\b",
-    re.IGNORECASE,
-)
+OPEN_TAG, CLOSE_TAG, END_OF_TURN = "<instruction>", "</instruction>", "<|im_end|>"
+# The Self-Instruct / Montessori-Instruct blacklist of tasks a text-only model cannot do. As in the
+# reference code (``re.search(r"\b(word)\b", text, re.IGNORECASE)``) each entry must appear as a whole
+# word, case-insensitively: "a map" and "Map-reduce" match, "mapping", "plotting", "profile" and
+# "drawing" do not (only the listed forms count), and "go to" needs exactly one space between the words.
+BLACKLIST = (
+    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
+    "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+)  # fmt: skip
+UNSUPPORTED = re.compile(r"\b(" + "|".join(map(re.escape, BLACKLIST)) + r")\b", re.IGNORECASE)
+_PUNCTUATION = tuple(string.punctuation)
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+# Candidates decided per rapidfuzz call: at most _MAX_BLOCK, fewer when the kept pool is large so that
+# one block's score matrices stay around _BLOCK_CELLS entries (a few MiB).
+_MAX_BLOCK, _BLOCK_CELLS = 256, 1 << 20
 
 
 def parse_instruction(raw: str) -> str | None:
     """The instruction in a teacher output generated after a prefilled ``<instruction>`` tag.
 
-    A complete ``<instruction>…</instruction>`` pair before any closing tag wins; otherwise the text
-    runs up to the first closing tag, end-of-turn token, new opening tag or the end. Whitespace is
-    collapsed; an empty result is None."""
-    opening, closing = raw.find("<instruction>"), raw.find("</instruction>")
-    text = raw[opening + len("<instruction>") :] if 0 <= opening < closing else raw
-    for stop in STOPS:
+    Anything after the end-of-turn token ``<|im_end|>`` is ignored. If the rest holds a complete
+    ``<instruction>…</instruction>`` pair before its first closing tag, that pair's content is taken;
+    otherwise the text up to the first closing tag, new opening tag or the end. Whitespace runs are
+    collapsed to single spaces; an empty result is None."""
+    text = raw.split(END_OF_TURN, 1)[0]
+    opening, closing = text.find(OPEN_TAG), text.find(CLOSE_TAG)
+    if 0 <= opening < closing:
+        text = text[opening + len(OPEN_TAG) :]
+    for stop in (CLOSE_TAG, OPEN_TAG):
         text = text.split(stop, 1)[0]
     return " ".join(text.split()) or None
 
 
 def filter_verdict(instruction: str | None, min_words: int = 5, max_words: int = 400) -> str:
-    """``ok`` or the first failed filter: unparsed, non_ascii, leading_punctuation, too_short, too_long,
-    unsupported_task (the paper's image/graph/file/map/draw/plot/"go to" blacklist, whole words)."""
+    """``"ok"`` or the first failed check, in this order: ``unparsed`` (None), ``non_ascii``,
+    ``leading_punctuation``, ``too_short`` / ``too_long`` (whitespace-split words outside
+    ``[min_words, max_words]``), ``unsupported_task`` (a whole-word :data:`BLACKLIST` hit)."""
     if instruction is None:
         return "unparsed"
     if not instruction.isascii():
         return "non_ascii"
-    if instruction[0] in string.punctuation:
+    if instruction.lstrip().startswith(_PUNCTUATION):
         return "leading_punctuation"
     words = len(instruction.split())
     if words < min_words:
@@ -62,67 +75,91 @@ def filter_verdict(instruction: str | None, min_words: int = 5, max_words: int =
 
 
 def rouge_tokens(text: str) -> list[str]:
-    """rouge_score's default tokenization: lowercase, non-alphanumerics as separators, no stemming."""
+    """rouge_score's default tokens: lowercase, runs of characters other than ``[a-z0-9]`` separate
+    tokens, no stemming (its final ``^[a-z0-9]+$`` check only drops the empty strings ``split`` skips)."""
     return _NON_ALNUM.sub(" ", text.lower()).split()
 
 
 @dataclass(frozen=True)
 class DedupVerdict:
-    """Whether a text is kept, its highest ROUGE-L F1 against the pool and which pool text that was."""
+    """Whether a candidate is kept, its highest ROUGE-L F1 against the texts kept before it, and which
+    text that was, as an index into ``[*existing, *texts]`` (None when every score is 0)."""
 
     keep: bool
     max_rouge: float
     matched_index: int | None
 
 
-class _Pool:
-    """Kept texts encoded as strings of one character per distinct token, so that rapidfuzz computes
-    token-level LCS against the whole pool in one C call."""
+class _Encoder:
+    """Texts to strings of one code point per distinct rouge token (up to 1,114,112 distinct tokens)."""
 
     def __init__(self) -> None:
-        self.vocabulary: dict[str, str] = {}
-        self.encoded: list[str] = []
-        self.lengths = np.zeros(0, dtype=np.int64)
+        self.codes: dict[str, str] = {}
 
-    def encode(self, tokens: list[str]) -> str:
-        """One private character per distinct token (planes 1-16, so no surrogates)."""
-        return "".join(self.vocabulary.setdefault(t, chr(0x10000 + len(self.vocabulary))) for t in tokens)
+    def __call__(self, text: str) -> str:
+        codes = self.codes
+        return "".join([codes.setdefault(token, chr(len(codes))) for token in rouge_tokens(text)])
 
-    def add(self, encoded: str) -> None:
-        self.encoded.append(encoded)
-        self.lengths = np.append(self.lengths, len(encoded))
 
-    def best_match(self, encoded: str) -> tuple[float, int | None]:
-        """Highest ROUGE-L F1 against the pool (0.0, None when either side has no tokens)."""
-        if not encoded or not self.encoded:
-            return 0.0, None
-        lcs = process.cdist([encoded], self.encoded, scorer=LCSseq.similarity, dtype=np.int64)[0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision, recall = lcs / len(encoded), lcs / self.lengths
-            f1 = np.where(lcs > 0, 2 * precision * recall / (precision + recall), 0.0)
-        index = int(np.argmax(f1))
-        return (float(f1[index]), index) if f1[index] > 0 else (0.0, None)
+def _rouge_l_f1(predictions: list[str], targets: list[str]) -> np.ndarray:
+    """ROUGE-L F1 of every encoded prediction (rows) against every encoded target (columns), computed
+    with rouge_score's formula and float operation order; 0 where either side has no tokens."""
+    lcs = process.cdist(predictions, targets, scorer=LCSseq.similarity, dtype=np.int32)
+    prediction_len = np.array([len(p) for p in predictions], dtype=np.int64)[:, None]
+    target_len = np.array([len(t) for t in targets], dtype=np.int64)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision, recall = lcs / prediction_len, lcs / target_len
+        return np.where(lcs > 0, 2 * precision * recall / (precision + recall), 0.0)
+
+
+@dataclass
+class _Pool:
+    """Encoded kept texts and their indices in ``[*existing, *texts]``."""
+
+    encoded: list[str]
+    ids: list[int]
+
+    def decide(self, block: list[str], first_id: int, threshold: float) -> list[DedupVerdict]:
+        """Decide consecutive candidates (the first has index ``first_id``); keeps join the pool."""
+        # Column 0 stands for "no match", so an all-zero row resolves to it.
+        scores = np.hstack([np.zeros((len(block), 1)), _rouge_l_f1(block, self.encoded)])
+        best, column = scores.max(axis=1), scores.argmax(axis=1)
+        matches = [None, *self.ids]
+        within = _rouge_l_f1(block, block)
+        kept: list[int] = []
+        verdicts = []
+        for row in range(len(block)):
+            score, match = float(best[row]), matches[column[row]]
+            if kept:
+                earlier = within[row, kept]
+                j = int(earlier.argmax())
+                if earlier[j] > score:  # ties go to the pool, which was kept earlier
+                    score, match = float(earlier[j]), first_id + kept[j]
+            keep = score <= threshold
+            verdicts.append(DedupVerdict(keep, score, match))
+            if keep:
+                kept.append(row)
+        self.encoded += [block[row] for row in kept]
+        self.ids += [first_id + row for row in kept]
+        return verdicts
 
 
 def dedup_rouge_l_detailed(
     texts: Sequence[str], threshold: float = 0.7, existing: Sequence[str] = ()
 ) -> list[DedupVerdict]:
-    """For each text in order: kept unless its ROUGE-L F1 with ``existing`` or an earlier kept text
-    exceeds ``threshold``. ``matched_index`` counts ``existing`` first, then kept texts."""
-    pool = _Pool()
-    for text in existing:
-        pool.add(pool.encode(rouge_tokens(text)))
-    verdicts = []
-    for text in texts:
-        encoded = pool.encode(rouge_tokens(text))
-        best, where = pool.best_match(encoded)
-        keep = best <= threshold
-        verdicts.append(DedupVerdict(keep, best, where))
-        if keep:
-            pool.add(encoded)
+    """One verdict per text, in order: kept unless its ROUGE-L F1 (rouge_score, no stemmer) against an
+    ``existing`` text or an earlier kept text is strictly greater than ``threshold``."""
+    encode = _Encoder()
+    pool = _Pool([encode(text) for text in existing], list(range(len(existing))))
+    candidates = [encode(text) for text in texts]
+    verdicts: list[DedupVerdict] = []
+    while len(verdicts) < len(candidates):
+        size = max(1, min(_MAX_BLOCK, _BLOCK_CELLS // max(len(pool.encoded), 1)))
+        start = len(verdicts)
+        verdicts += pool.decide(candidates[start : start + size], len(existing) + start, threshold)
     return verdicts
 
 
 def dedup_rouge_l(texts: Sequence[str], threshold: float = 0.7, existing: Sequence[str] = ()) -> list[bool]:
-    """Keep flags of :func:`dedup_rouge_l_detailed`."""
+    """Keep flags of :func:`dedup_rouge_l_detailed` (True = keep)."""
     return [verdict.keep for verdict in dedup_rouge_l_detailed(texts, threshold, existing)]

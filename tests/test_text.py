@@ -1,27 +1,48 @@
-"""Parsing, filters and ROUGE-L dedup on hand-written (and some generated) cases."""
+"""Parsing, filters and ROUGE-L dedup of ``resources.text`` on hand-written and generated cases."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+from rouge_score import rouge_scorer
 
-from benchmarks.dedup import naive
-from resources.text import dedup_rouge_l, dedup_rouge_l_detailed, filter_verdict, parse_instruction
+import resources.text as text_module
+from benchmarks.dedup import make_instructions, naive
+from resources.text import (
+    DedupVerdict,
+    dedup_rouge_l,
+    dedup_rouge_l_detailed,
+    filter_verdict,
+    parse_instruction,
+    rouge_tokens,
+)
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
         ("Write a poem about rain.</instruction>", "Write a poem about rain."),
+        (
+            "Write a poem about rain.</instruction>\n<response>Rain falls.</response>",
+            "Write a poem about rain.",
+        ),
         ("Write a poem about rain.", "Write a poem about rain."),
-        ("  Write a poem\n\n about   rain. </instruction> extra text", "Write a poem about rain."),
-        ("Sure! <instruction>List three fruits.</instruction><instruction>Other</instruction>", "List three fruits."),
+        ("  Write a poem\n\n about \t  rain. \n</instruction> extra text", "Write a poem about rain."),
+        (
+            "\n<instruction>List three fruits.</instruction><instruction>Other</instruction>",
+            "List three fruits.",
+        ),
+        ("Sure! <instruction> List  three\nfruits. </instruction>", "List three fruits."),
         ("First one.</instruction>\n<instruction>Second one.</instruction>", "First one."),
         ("Explain tides.<|im_end|>junk", "Explain tides."),
+        ("Explain tides.<|im_end|><instruction>Not this.</instruction>", "Explain tides."),
         ("Explain tides. <instruction> a second start", "Explain tides."),
         ("", None),
+        ("   \n ", None),
         ("   </instruction>", None),
+        ("<|im_end|>", None),
+        ("<instruction></instruction>Later text", None),
     ],
 )
 def test_parse_instruction(raw: str, expected: str | None) -> None:
@@ -34,58 +55,160 @@ def test_parse_instruction(raw: str, expected: str | None) -> None:
         (None, "unparsed"),
         ("Explain why the sky is blue.", "ok"),
         ("Explain the \u201cblue\u201d sky to a child.", "non_ascii"),
+        ("\u00bfExplain why the sky is blue?", "non_ascii"),  # non-ASCII is checked before punctuation
         ("- Explain why the sky is blue.", "leading_punctuation"),
-        ("\"Explain\" why the sky is blue.", "leading_punctuation"),
+        ('"Explain" why the sky is blue.', "leading_punctuation"),
+        ("1. Explain why the sky is blue.", "ok"),
+        ("!", "leading_punctuation"),  # punctuation is checked before length
+        ("", "too_short"),
         ("Explain the blue sky.", "too_short"),
         ("one two three four five", "ok"),
         (" ".join(["word"] * 400), "ok"),
         (" ".join(["word"] * 401), "too_long"),
         ("Describe a map of your town.", "unsupported_task"),
+        ("Describe a MAP of your town.", "unsupported_task"),
+        ("Explain how map-reduce splits the work.", "unsupported_task"),
         ("Draw a cat using only words please.", "unsupported_task"),
         ("Go to the website and summarize it.", "unsupported_task"),
+        ("Describe the images in the news today.", "unsupported_task"),
+        ("Write a song about the music of the spheres.", "unsupported_task"),
         ("Explain the mapping of keys to values in a dictionary.", "ok"),
         ("Explain what a user profile holds in an app.", "ok"),
+        ("Explain plotting twists in mystery novels briefly.", "ok"),
+        ("Describe the drawing room of a Victorian house.", "ok"),
+        ("Explain why people forgo tomatoes in winter.", "ok"),
     ],
 )
 def test_filter_verdict(text: str | None, verdict: str) -> None:
     assert filter_verdict(text) == verdict
 
 
+def test_filter_word_bounds_are_parameters() -> None:
+    assert filter_verdict("one two three", min_words=3, max_words=3) == "ok"
+    assert filter_verdict("one two three four", min_words=3, max_words=3) == "too_long"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello, World! It's 2024...",
+        "  spaced\tout\n",
+        "caf\u00e9 na\u00efve \u0130stanbul",
+        "a_b-c",
+        "",
+        "???",
+    ],
+)
+def test_rouge_tokens_match_rouge_score(text: str) -> None:
+    assert rouge_tokens(text) == rouge_scorer.RougeScorer(["rougeL"])._tokenizer.tokenize(text)
+
+
 def test_dedup_hand_written() -> None:
     texts = [
         "Write a short poem about the sea.",
-        "Write a short poem about the sea.",                 # exact duplicate
-        "Write a short poem about the ocean.",               # 6/7 tokens shared: F1 0.857 > 0.7
-        "Write a long story about a dragon and a knight.",   # different
-        "Write a poem.",                                     # F1 vs first = 2*3/(4+7)=0.545: kept
-        "",                                                  # no tokens: scores 0, kept
+        "Write a short poem about the sea.",  # exact duplicate
+        "WRITE a short poem -- about the sea!",  # same tokens: duplicate too
+        "Write a short poem about the ocean.",  # LCS 6 of 7 tokens: F1 0.857 > 0.7
+        "Write a long story about a dragon and a knight.",  # different
+        "Write a poem.",  # F1 vs the first = 2*3/(3+7) = 0.6: kept
+        "",  # no tokens: every score is 0, kept
+        "...",  # no tokens either, kept
     ]
     verdicts = dedup_rouge_l_detailed(texts, 0.7)
-    assert [v.keep for v in verdicts] == [True, False, False, True, True, True]
-    assert verdicts[1].max_rouge == 1.0 and verdicts[1].matched_index == 0
+    assert [v.keep for v in verdicts] == [True, False, False, False, True, True, True, True]
+    assert verdicts[0] == DedupVerdict(True, 0.0, None)
+    assert verdicts[1] == DedupVerdict(False, 1.0, 0)
+    assert verdicts[3].matched_index == 0 and verdicts[3].max_rouge == pytest.approx(6 / 7)
+    assert verdicts[5].max_rouge == pytest.approx(0.6)
+    assert verdicts[6] == DedupVerdict(True, 0.0, None)
     assert [v.keep for v in verdicts] == naive(texts, 0.7)
 
 
-def test_dedup_threshold_is_strict_and_existing_counts() -> None:
+def test_dedup_threshold_is_strict() -> None:
+    base = "one two three four five six seven eight nine ten"
+    at_threshold = "one two three four five six seven alpha beta gamma"  # LCS 7 of 10: F1 0.7
+    above = "one two three four five six seven eight beta gamma"  # LCS 8 of 10: F1 0.8
+    assert dedup_rouge_l([base, at_threshold]) == [True, True] == naive([base, at_threshold], 0.7)
+    assert dedup_rouge_l([base, above]) == [True, False] == naive([base, above], 0.7)
     a, b = "one two three four five six seven", "one two three four five eight nine ten"
-    f1 = 2 * (5 / 7) * (5 / 8) / (5 / 7 + 5 / 8)
+    f1 = rouge_scorer.RougeScorer(["rougeL"]).score(a, b)["rougeL"].fmeasure
     assert dedup_rouge_l([a, b], threshold=f1) == [True, True]
-    assert dedup_rouge_l([a, b], threshold=f1 - 1e-9) == [True, False]
-    assert dedup_rouge_l([b], threshold=0.5, existing=[a]) == [False]
+    assert dedup_rouge_l([a, b], threshold=f1 - 1e-12) == [True, False]
 
 
-def test_dedup_matches_rouge_score_on_generated_near_duplicates() -> None:
-    rng = random.Random(0)
-    vocab = ["write", "explain", "list", "give", "the", "a", "of", "to", "short", "poem", "story", "about",
-             "sea", "city", "tree", "why", "how", "three"]
+def test_dedup_keeps_the_first_of_a_near_duplicate_group() -> None:
+    a = "Explain the water cycle to a child in simple words."
+    b = "Explain the water cycle to a child in very simple words."
+    assert dedup_rouge_l([a, b]) == [True, False]
+    assert dedup_rouge_l([b, a]) == [True, False]
+    # Only kept texts count: c resembles the dropped b more than the kept a, yet is judged against a alone.
+    c = "Explain the water cycle to a curious child in very simple words please."
+    verdicts = dedup_rouge_l_detailed([a, b, c], 0.9)  # F1(c, a) = 20/23 = 0.87, F1(c, b) = 22/24 = 0.92
+    assert [v.keep for v in verdicts] == [True, False, True] == naive([a, b, c], 0.9)
+    assert verdicts[2].matched_index == 0
+
+
+def test_dedup_existing_texts_count_as_kept() -> None:
+    seeds = ["Name three rivers in Africa.", "Write a haiku about autumn leaves falling."]
+    texts = [
+        "Write a haiku about autumn leaves.",
+        "Name three mountains in Asia.",
+        "Name three rivers in Africa!",
+    ]
+    verdicts = dedup_rouge_l_detailed(texts, 0.7, existing=seeds)
+    assert [v.keep for v in verdicts] == [False, True, False] == naive(texts, 0.7, existing=seeds)
+    assert [v.matched_index for v in verdicts] == [1, 0, 0]  # indices into [*existing, *texts]
+    # Kept candidates join the pool: a later repeat of texts[1] (index 3 overall) matches it.
+    again = dedup_rouge_l_detailed([*texts, "Name three mountains in Asia."], 0.7, existing=seeds)[-1]
+    assert again == DedupVerdict(False, 1.0, 3)
+    assert dedup_rouge_l([], existing=seeds) == []
+    assert dedup_rouge_l(["Name three rivers in Africa."], existing=[""]) == [True]
+
+
+@pytest.mark.parametrize(("max_block", "block_cells"), [(256, 1 << 20), (7, 1 << 20), (256, 40)])
+def test_dedup_reports_the_exact_best_match(
+    monkeypatch: pytest.MonkeyPatch, max_block: int, block_cells: int
+) -> None:
+    """Against rouge_score directly, also when candidates are split into small or pool-limited blocks."""
+    monkeypatch.setattr(text_module, "_MAX_BLOCK", max_block)
+    monkeypatch.setattr(text_module, "_BLOCK_CELLS", block_cells)
+    texts = [*random_sentences(100, seed=2), *make_instructions(100, seed=3)]
+    existing = ["", *random.Random(1).sample(texts, 4)]
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    pool = list(existing)
+    ids = list(range(len(existing)))
+    for index, (text, verdict) in enumerate(
+        zip(texts, dedup_rouge_l_detailed(texts, 0.7, existing), strict=True)
+    ):
+        scores = [scorer.score(other, text)["rougeL"].fmeasure for other in pool]
+        best = max(scores)
+        first_best = ids[scores.index(best)] if best > 0 else None  # ties resolve to the earliest kept text
+        assert verdict == DedupVerdict(best <= 0.7, best, first_best)
+        if verdict.keep:
+            pool.append(text)
+            ids.append(len(existing) + index)
+
+
+def random_sentences(count: int, seed: int) -> list[str]:
+    """Sentences from an 18-word vocabulary around 40 base sentences, so many pairs score near 0.5-0.9."""
+    rng = random.Random(seed)
+    vocab = ["write", "explain", "list", "give", "the", "a", "of", "to", "short", "poem", "story", "about"]
+    vocab += ["sea", "city", "tree", "why", "how", "three"]
     base = [[rng.choice(vocab) for _ in range(rng.randint(3, 12))] for _ in range(40)]
     texts = []
-    for _ in range(300):
+    for _ in range(count):
         words = list(rng.choice(base))
         for _ in range(rng.randint(0, 3)):
             words.insert(rng.randrange(len(words) + 1), rng.choice(vocab))
-        texts.append(" ".join(words).capitalize() + rng.choice([".", "?", ""]))
-    for threshold in (0.5, 0.7, 0.9):
-        fast = dedup_rouge_l(texts, threshold, existing=texts[:5])
-        assert fast == naive(texts, threshold, existing=texts[:5])
-        assert 0 < sum(fast) < len(texts)
+        if rng.random() < 0.3:
+            del words[rng.randrange(len(words))]
+        texts.append(" ".join(words).capitalize() + rng.choice([".", "?", "", "!!"]))
+    return texts
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.6, 0.7, 0.8, 0.9])
+def test_dedup_matches_rouge_score_on_generated_near_duplicates(threshold: float) -> None:
+    texts = random_sentences(300, seed=0)
+    fast = dedup_rouge_l(texts, threshold, existing=texts[:5])
+    assert fast == naive(texts, threshold, existing=texts[:5])
+    assert 0 < sum(fast) < len(texts)
