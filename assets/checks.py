@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetCheckResult, AssetIn, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, asset_check
 
 from dagster_project.resource import PipelineResource
+from resources.diversity import diversity_drop, diversity_stats
 from resources.generation import SamplingParams
 from resources.storage import MANIFEST_FILE, folder_hash
 from resources.text import dedup_rouge_l_detailed
@@ -95,7 +96,24 @@ def student_dataset_names_its_teacher(
                             metadata={**schema.metadata, "expected": expected, "found": ", ".join(found)})
 
 
+@asset_check(asset="student_dataset", additional_ins={"baseline_dataset": AssetIn("baseline_dataset")})
+def diversity_not_collapsed(
+    pipeline: PipelineResource, student_dataset: pl.DataFrame, baseline_dataset: pl.DataFrame
+) -> AssetCheckResult:
+    """Warn when the tuned teacher's instructions are much less diverse (distinct-2) than the untuned
+    teacher's from the same prompts: DPO collapsing toward one narrow style."""
+    before = diversity_stats(baseline_dataset["instruction"].to_list())
+    after = diversity_stats(student_dataset["instruction"].to_list())
+    drop = diversity_drop(before, after)
+    limit = pipeline.settings.evaluation.max_diversity_drop
+    return AssetCheckResult(
+        passed=drop <= limit, severity=AssetCheckSeverity.WARN,
+        metadata={"distinct_2_drop": drop, "max_diversity_drop": limit,
+                  **{f"baseline_{k}": v for k, v in before.items()}, **{f"tuned_{k}": v for k, v in after.items()}},
+    )
+
+
 ASSET_CHECKS = [
     synthetic_instructions_schema, no_near_duplicates, influence_scores_valid, pairs_are_ordered,
-    teacher_loads_and_generates, student_dataset_names_its_teacher,
+    teacher_loads_and_generates, student_dataset_names_its_teacher, diversity_not_collapsed,
 ]

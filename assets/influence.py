@@ -2,6 +2,7 @@
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -65,15 +66,12 @@ def plan_influence_shards(pipeline: PipelineResource, synthetic_instructions: pl
         yield DynamicOutput(shard, mapping_key=f"shard_{index}")
 
 
-@op(tags={"montessori/stage": "influence"})
-def score_influence_shard(
-    context: OpExecutionContext,
-    pipeline: PipelineResource,
-    shard: pl.DataFrame,
-    warm_student: pl.DataFrame,
-    reference_set: pl.DataFrame,
+def score_candidates(
+    pipeline: PipelineResource, candidates: pl.DataFrame, warm_student: pl.DataFrame, reference_set: pl.DataFrame,
+    log: Callable[[str], None],
 ) -> pl.DataFrame:
-    """Score one shard's candidates (cached scores are reused)."""
+    """Influence of each (instruction, response) row from the warm student's state, with the settings'
+    method; cached scores are reused and each finished chunk is cached at once."""
     settings = pipeline.settings.influence
     pipeline.prepare_torch()
     student_version = warm_student["student_version"][0]
@@ -81,9 +79,8 @@ def score_influence_shard(
     method_params = settings.model_dump(mode="json", exclude={"shards", "chunk_size"})
     cache = InfluenceCache(project_path(pipeline.settings.storage.tables), student_version,
                            frame_hash(reference_set), method_params)
-    context.log.info(f"shard of {shard.height} candidates, method={settings.method}")
     scores = score_with_cache(
-        cache, shard, context.log.info, warm_folder=pipeline.checkpoints().local_folder(warm_student["uri"][0]),
+        cache, candidates, log, warm_folder=pipeline.checkpoints().local_folder(warm_student["uri"][0]),
         reference=reference_set, method=settings.method, param_pattern=settings.param_pattern,
         batch_size=settings.reference_batch_size, max_length=settings.max_length, device=pipeline.device,
         dtype=pipeline.dtype, chunk_size=settings.chunk_size,
@@ -93,6 +90,19 @@ def score_influence_shard(
         method_params=pl.lit(json.dumps(method_params, sort_keys=True)),
         student_version=pl.lit(student_version),
     )
+
+
+@op(tags={"montessori/stage": "influence"})
+def score_influence_shard(
+    context: OpExecutionContext,
+    pipeline: PipelineResource,
+    shard: pl.DataFrame,
+    warm_student: pl.DataFrame,
+    reference_set: pl.DataFrame,
+) -> pl.DataFrame:
+    """Score one shard's candidates (cached scores are reused)."""
+    context.log.info(f"shard of {shard.height} candidates, method={pipeline.settings.influence.method}")
+    return score_candidates(pipeline, shard, warm_student, reference_set, context.log.info)
 
 
 @op

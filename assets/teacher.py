@@ -1,5 +1,6 @@
 """Stages 4-5: preference pairs from influence, then DPO of the teacher on them."""
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def teacher_checkpoint(
     manifest = pl.DataFrame({
         "teacher_version": [teacher_version], "uri": [published.uri], "base_model": [base],
         "beta": [params.beta], "learning_rate": [params.learning_rate], "epochs": [params.epochs],
-        "batch_size": [params.batch_size], "pairs": [preference_pairs.height], "run_id": [context.run_id],
+        "batch_size": [params.batch_size], "pairs": [preference_pairs.height], "run_id": [context.run.run_id],
+        "dpo_history": [json.dumps(history)],
     })
     context.log.info(f"teacher_version {teacher_version} at {published.uri}")
     return table_output(manifest, ["teacher_version", "uri", "pairs"], version=teacher_version,

@@ -24,6 +24,10 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+# Metadata worth repeating after the summary table: the evaluation's verdict and where the report is.
+HEADLINE_METADATA = ("comparison", "report_path")
+
+
 def _summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:  # noqa: ANN001
     stats = instance.get_run_step_stats(result.run_id)
 
@@ -43,6 +47,7 @@ def _summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:
             "path": metadata["path"].value if "path" in metadata else None,
             "rows": metadata["dagster/row_count"].value if "dagster/row_count" in metadata else None,
             "seconds": seconds(name),
+            **{key: metadata[key].value for key in HEADLINE_METADATA if key in metadata},
         }
     return summary
 
@@ -131,6 +136,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if "student_dataset" in summary:
         print(f"\nstudent dataset: {summary['student_dataset']['path']}")
+    for row in summary.values():
+        if "comparison" in row:
+            print(f"Montessori vs Self-Instruct: {row['comparison']}")
+        if "report_path" in row:
+            print(f"report: {row['report_path']}/report.md")
     print(f"run {result.run_id} in {instance.root_directory}")
     if args.json:
         print(json.dumps({"run_id": result.run_id, "assets": summary}))

@@ -23,7 +23,8 @@ from dagster import (
 
 from assets.checks import ASSET_CHECKS
 from assets.data import heldout_set, reference_set, seed_prompts
-from assets.dataset import student_dataset
+from assets.dataset import baseline_dataset, student_dataset
+from assets.evaluation import evaluation_report, student_evaluation
 from assets.influence import influence_scores, warm_student
 from assets.synthesis import synthetic_instructions
 from assets.teacher import preference_pairs, teacher_checkpoint
@@ -31,7 +32,7 @@ from dagster_project.resource import PipelineResource
 from dagster_project.settings import Settings, load_settings, project_path
 from resources.parquet_io import ParquetIOManager
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"
 PIPELINE_JOB = "montessori_pipeline"
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -47,7 +48,11 @@ STAGE_SETTINGS: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
     (influence_scores, ("influence", "runtime.precision")),
     (preference_pairs, ("pairs",)),
     (teacher_checkpoint, ("dpo", "models.teacher", "runtime.seed", "runtime.precision")),
-    (student_dataset, ("student_dataset", "synthesis", "runtime.seed", "runtime.precision")),
+    (student_dataset, ("student_dataset", "synthesis", "influence", "runtime.seed", "runtime.precision")),
+    (baseline_dataset, ("student_dataset.num_prompts", "student_dataset.seed_offset", "synthesis", "models.teacher",
+                        "runtime.seed", "runtime.precision")),
+    (student_evaluation, ("evaluation", "models.student", "runtime.seed", "runtime.precision")),
+    (evaluation_report, ()),
 ]
 
 

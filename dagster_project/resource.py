@@ -49,7 +49,10 @@ class PipelineResource(ConfigurableResource):
 
     def model_folder(self, role: str) -> str:
         """Resolve the configured ``teacher`` or ``student`` to a loadable folder."""
-        source = getattr(self.settings.models, role)
+        return self.resolve_model(getattr(self.settings.models, role))
+
+    def resolve_model(self, source: str) -> str:
+        """Resolve a model source (embedded:, tiny-random:, folder or hub name) to a loadable folder."""
         return resolve_model_source(source, project_path(self.settings.models.cache_dir))
 
     def generator(self, folder: str) -> TransformersGenerator:

@@ -151,10 +151,41 @@ class DPOSettings(StrictModel):
 
 
 class StudentDatasetSettings(StrictModel):
-    """The final dataset written by the tuned teacher."""
+    """The final dataset written by the tuned teacher (and, with the same prompts, the Self-Instruct baseline)."""
 
     num_prompts: int = Field(12, gt=0)
     seed_offset: int = Field(1000, description="added to the seed so final prompts differ from round prompts")
+    order: Literal["generated", "curriculum"] = Field(
+        "generated",
+        description="curriculum: score every row's influence with the warm student and put the most helpful first",
+    )
+    sample_weights: bool = Field(
+        False, description="score every row's influence and add a sample_weight column (mean 1, higher = helps more)"
+    )
+
+    @property
+    def scores_influence(self) -> bool:
+        """Whether the final rows must be scored with the warm student."""
+        return self.order == "curriculum" or self.sample_weights
+
+
+class EvaluationSettings(StrictModel):
+    """Student evaluation: SFT on the Montessori and Self-Instruct datasets, loss on the held-out set."""
+
+    seeds: list[int] = Field([0, 1], min_length=1, description="one SFT run per seed and dataset")
+    learning_rate: float = Field(2e-5, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(4, gt=0)
+    max_length: int = Field(256, gt=8)
+    judge: str | None = Field(
+        None, description="model (same forms as models.teacher) judging the two students' answers pairwise; "
+        "null: no judge"
+    )
+    judge_max_new_tokens: int = Field(64, gt=0, description="length of the students' answers shown to the judge")
+    max_diversity_drop: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="warn when the tuned teacher's distinct-2 falls more than this share below the baseline's",
+    )
 
 
 class Settings(StrictModel):
@@ -171,6 +202,7 @@ class Settings(StrictModel):
     pairs: PairSettings = PairSettings()
     dpo: DPOSettings = DPOSettings()
     student_dataset: StudentDatasetSettings = StudentDatasetSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
 
 
 class _SafeLoader(yaml.SafeLoader):

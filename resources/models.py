@@ -120,9 +120,13 @@ def build_tiny_tokenizer(corpus: list[str], vocab_size: int = 384) -> PreTrained
     return tokenizer
 
 
+TINY_CORPUS_FILES = ("heldout_set.jsonl", "reference_set.jsonl", "seed_prompts.jsonl")
+
+
 def _tiny_corpus() -> list[str]:
     data_dir = Path(__file__).resolve().parent.parent / "data"
-    texts = [p.read_text(encoding="utf-8") for p in sorted(data_dir.glob("*.jsonl"))]
+    # A fixed list, so that adding a data file does not change every tiny model's vocabulary.
+    texts = [(data_dir / name).read_text(encoding="utf-8") for name in TINY_CORPUS_FILES]
     texts.append("<instruction> </instruction> Write a short answer. Explain why. List three examples.")
     return texts
 

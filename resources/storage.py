@@ -9,6 +9,7 @@ checkpoint's manifest last, so a reader never sees a partial table or checkpoint
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -46,6 +47,25 @@ def folder_hash(folder: Path, exclude: tuple[str, ...] = ()) -> str:
     return digest.hexdigest()
 
 
+def publish_bytes(path: UPath | Path | str, data: bytes) -> UPath:
+    """Write ``data`` at ``path`` so that a reader sees the old object or the whole new one, never a part:
+    locally through a temporary file renamed into place, on S3 as one PUT."""
+    path = UPath(path)
+    if is_local(path):
+        target = Path(path.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return path
+
+
 class TableStore:
     """Reads and writes Parquet tables under a base location."""
 
@@ -59,20 +79,9 @@ class TableStore:
 
     def write(self, df: pl.DataFrame, path: UPath, metadata: dict[str, str] | None = None) -> UPath:
         """Publish ``df`` at ``path`` atomically, with ``metadata`` as Parquet key-value metadata."""
-        if is_local(path):
-            target = Path(path.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            try:
-                df.write_parquet(tmp, metadata=metadata)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("wb") as handle:  # one PUT: the object appears whole or not at all
-                df.write_parquet(handle, metadata=metadata)
-        return path
+        buffer = io.BytesIO()
+        df.write_parquet(buffer, metadata=metadata)
+        return publish_bytes(path, buffer.getvalue())
 
     @staticmethod
     def read(path: UPath | str) -> pl.DataFrame:

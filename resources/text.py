@@ -163,3 +163,10 @@ def dedup_rouge_l_detailed(
 def dedup_rouge_l(texts: Sequence[str], threshold: float = 0.7, existing: Sequence[str] = ()) -> list[bool]:
     """Keep flags of :func:`dedup_rouge_l_detailed` (True = keep)."""
     return [verdict.keep for verdict in dedup_rouge_l_detailed(texts, threshold, existing)]
+
+
+def pairwise_rouge_l(texts: Sequence[str]) -> np.ndarray:
+    """ROUGE-L F1 (rouge_score, no stemmer) of every text against every other: a symmetric matrix."""
+    encode = _Encoder()
+    encoded = [encode(text) for text in texts]
+    return _rouge_l_f1(encoded, encoded)

@@ -6,21 +6,24 @@ import json
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from dagster_project.cli import main
 from resources.storage import TableStore
 
 ALL_ASSETS = [
     "seed_prompts", "reference_set", "heldout_set", "synthetic_instructions", "warm_student",
-    "influence_scores", "preference_pairs", "teacher_checkpoint", "student_dataset",
+    "influence_scores", "preference_pairs", "teacher_checkpoint", "student_dataset", "baseline_dataset",
+    "student_evaluation", "evaluation_report",
 ]
 
 
 def test_cli_materializes_every_asset(profile_path: Path, dagster_home: Path, capsys) -> None:  # noqa: ANN001
     assert main(["run", "--profile", str(profile_path), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    output = capsys.readouterr().out
+    summary = json.loads(output.strip().splitlines()[-1])
     assert sorted(summary["assets"]) == sorted(ALL_ASSETS)
+    assert "Montessori vs Self-Instruct: held-out loss montessori" in output
     for name, row in summary["assets"].items():
         assert Path(row["path"]).is_file(), name
         assert row["rows"] > 0 and row["seconds"] >= 0
@@ -47,7 +50,9 @@ def test_select_reruns_only_downstream(profile_path: Path, dagster_home: Path, c
     capsys.readouterr()
     assert main(["run", "--profile", str(profile_path), "--select", "preference_pairs*", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert sorted(summary["assets"]) == ["preference_pairs", "student_dataset", "teacher_checkpoint"]
+    assert sorted(summary["assets"]) == [
+        "evaluation_report", "preference_pairs", "student_dataset", "student_evaluation", "teacher_checkpoint",
+    ]
 
 
 def test_bad_profile_names_the_key(tmp_path: Path, capsys) -> None:  # noqa: ANN001
@@ -55,3 +60,31 @@ def test_bad_profile_names_the_key(tmp_path: Path, capsys) -> None:  # noqa: ANN
     bad.write_text("dpo:\n  betta: 0.2\n")
     assert main(["run", "--profile", str(bad)]) == 2
     assert "dpo.betta" in capsys.readouterr().err
+
+
+def test_evaluation_and_report(profile_path: Path, dagster_home: Path, capsys) -> None:  # noqa: ANN001
+    assert main(["run", "--profile", str(profile_path), "--json"]) == 0
+    assets = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["assets"]
+    dataset = pl.read_parquet(assets["student_dataset"]["path"])  # test profile: curriculum + sample weights
+    assert dataset["influence"].to_list() == sorted(dataset["influence"].to_list(), reverse=True)
+    assert abs(dataset["sample_weight"].mean() - 1.0) < 1e-9
+    baseline = pl.read_parquet(assets["baseline_dataset"]["path"])
+    assert baseline["teacher_version"].unique().to_list() == ["untuned"]
+
+    results = pl.read_parquet(assets["student_evaluation"]["path"])
+    trained = results.filter(pl.col("seed").is_not_null())
+    assert sorted(trained["dataset"].unique().to_list()) == ["montessori", "self_instruct"]
+    assert trained.height == 4 and trained["train_rows"].n_unique() == 1  # 2 seeds x 2 datasets, equal sizes
+    assert results.filter(pl.col("dataset") == "untuned").height == 1
+    assert results["heldout_loss"].is_finite().all()
+
+    report = Path(assets["evaluation_report"]["path"]).parent / "report"
+    names = {p.name for p in report.iterdir()}
+    assert {"report.md", "influence.png", "preference_margins.png", "dpo_curve.png", "heldout_loss.png"} <= names
+    for png in report.glob("*.png"):
+        assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), png
+    assert "Montessori vs Self-Instruct" in (report / "report.md").read_text()
+    check = DagsterInstance.get().event_log_storage.get_latest_asset_check_execution_by_key(
+        [AssetCheckKey(AssetKey("student_dataset"), "diversity_not_collapsed")]
+    )
+    assert check, "the diversity check ran"

@@ -1,0 +1,123 @@
+"""Evaluation engines on tiny models: students, comparison with spread, judge, diversity, weights, report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from matplotlib import image as mpimg
+
+from resources.diversity import distinct_n, diversity_drop, diversity_stats, mean_pairwise_rouge_l
+from resources.evaluation import SFTParams, compare, equal_size, evaluate_students
+from resources.judge import PairwiseJudge
+from resources.models import load_causal_lm, resolve_model_source
+from resources.report import PNG_SIGNATURE, ReportPage, comparison_png, curve_png, histogram_png
+from resources.weighting import curriculum, sample_weights
+
+HELDOUT = pl.DataFrame({
+    "instruction": ["Name a primary color.", "What is 2 plus 3?", "Say hi politely."],
+    "response": ["Red is a primary color.", "2 plus 3 is 5.", "Hello, it is nice to meet you."],
+})
+
+
+def dataset(word: str, rows: int = 6) -> pl.DataFrame:
+    """A small SFT dataset whose answers all repeat ``word``."""
+    return pl.DataFrame({
+        "instruction": [f"Question number {i} about {word}?" for i in range(rows)],
+        "response": [f"{word} {word} {word} is the answer {i}." for i in range(rows)],
+    })
+
+
+@pytest.fixture(scope="module")
+def student(model_cache: Path) -> str:
+    return resolve_model_source("tiny-random:eval-student", model_cache)
+
+
+def run(student: str, datasets: dict[str, pl.DataFrame], seeds: list[int]) -> pl.DataFrame:
+    params = SFTParams(learning_rate=5e-3, epochs=2.0, batch_size=2, max_length=64)
+    results, _ = evaluate_students(student, datasets, HELDOUT, params, seeds, torch.device("cpu"), torch.float32,
+                                   lambda _: None)
+    return results
+
+
+def test_students_differ_exactly_when_their_data_differ(student: str) -> None:
+    results = run(student, {"a": dataset("apple"), "b": dataset("zebra"), "a_again": dataset("apple")}, [0])
+    loss = dict(results.select("dataset", "heldout_loss").iter_rows())
+    assert loss["a"] == loss["a_again"]  # same data, same seed: the same student
+    assert loss["a"] != loss["b"]
+    assert loss["untuned"] not in (loss["a"], loss["b"])  # training moved the student
+    assert results["perplexity"].to_list() == pytest.approx([math.exp(x) for x in results["heldout_loss"]])
+
+
+def test_seeds_give_a_spread_and_datasets_are_cut_to_equal_size(student: str) -> None:
+    results = run(student, {"long": dataset("apple", 8), "short": dataset("zebra", 5)}, [0, 1])
+    assert results.filter(pl.col("dataset") != "untuned")["train_rows"].unique().to_list() == [5]
+    comparison = compare(results, "long", "short")
+    assert comparison.seeds == 2
+    assert comparison.treatment_std > 0 or comparison.control_std > 0  # shuffling order differs by seed
+    with pytest.raises(ValueError, match="no rows"):
+        equal_size({"x": dataset("a"), "empty": dataset("a").head(0)})
+
+
+def test_comparison_statistics_and_verdict() -> None:
+    results = pl.DataFrame({"dataset": ["t", "t", "c", "c"], "heldout_loss": [1.0, 1.2, 2.0, 2.2]})
+    comparison = compare(results, "t", "c")
+    assert comparison.difference == pytest.approx(-1.0)
+    assert comparison.noise == pytest.approx(math.sqrt((0.02 + 0.02) / 2))
+    assert comparison.verdict.startswith("t is better beyond noise")
+    close = compare(pl.DataFrame({"dataset": ["t", "t", "c", "c"], "heldout_loss": [1.0, 1.2, 1.1, 1.3]}), "t", "c")
+    assert close.verdict.startswith("within noise")
+    assert "one seed" in compare(results.head(1).vstack(results.slice(2, 1)), "t", "c").verdict
+
+
+def test_judge_is_symmetric_and_a_probability(model_cache: Path) -> None:
+    judge = PairwiseJudge(*load_causal_lm(resolve_model_source("tiny-random:judge", model_cache)))
+    same = judge.preference(["Say hi."], ["Hello there."], ["Hello there."])
+    assert same == [pytest.approx(0.5, abs=1e-6)]  # both orders averaged: no position bias
+    forward = judge.preference(["Say hi."], ["Hello there."], ["Go away now."])
+    backward = judge.preference(["Say hi."], ["Go away now."], ["Hello there."])
+    assert 0.0 <= forward[0] <= 1.0
+    assert forward[0] + backward[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_diversity_measures() -> None:
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert mean_pairwise_rouge_l(["the cat sat", "the cat sat", "dogs bark loudly"]) == pytest.approx(1 / 3)
+    varied = diversity_stats([f"write a poem about {w} in spring" for w in ("rain", "cats", "rivers", "tea")])
+    collapsed = diversity_stats(["write a poem about rain in spring"] * 4)
+    assert collapsed["distinct_2"] < varied["distinct_2"]
+    assert collapsed["mean_pairwise_rouge_l"] == 1.0
+    assert diversity_drop(varied, collapsed) == pytest.approx(0.5)  # distinct-2 halved: 0.5 -> 0.25
+    assert diversity_drop(collapsed, varied) == 0.0
+
+
+def test_sample_weights_and_curriculum() -> None:
+    frame = pl.DataFrame({"id": [0, 1, 2, 3], "influence": [0.1, -0.2, 0.3, 0.0]})
+    weights = sample_weights(frame["influence"])
+    assert weights.mean() == pytest.approx(1.0)
+    assert np.argsort(weights.to_numpy()).tolist() == np.argsort(frame["influence"].to_numpy()).tolist()
+    assert sample_weights(pl.Series([0.5, 0.5])).to_list() == [1.0, 1.0]
+    assert curriculum(frame)["id"].to_list() == [2, 0, 3, 1]
+
+
+def test_report_plots_are_valid_pngs(tmp_path: Path) -> None:
+    results = pl.DataFrame({"dataset": ["m", "m", "s", "s"], "heldout_loss": [1.0, 1.1, 1.2, 1.15]})
+    plots = {
+        "hist.png": histogram_png({"round 1": [0.1, -0.2, 0.05]}, "influence", "x"),
+        "curve.png": curve_png([{"loss": 0.7}, {"loss": 0.6, "rewards/margins": 0.1}], ["loss", "rewards/margins"],
+                               "DPO"),
+        "loss.png": comparison_png(results, "held-out"),
+    }
+    files = ReportPage(["# title"], plots).publish(tmp_path / "report")
+    for name in plots:
+        data = Path(files[name].path).read_bytes()
+        assert data.startswith(PNG_SIGNATURE)
+        assert mpimg.imread(Path(files[name].path)).shape[2] in (3, 4)
+    page = Path(files["report.md"].path).read_text()
+    assert "![loss.png](loss.png)" in page and page.startswith("# title")
+    assert "data:image/png;base64," in ReportPage(["# t"], plots).render(inline=True)
