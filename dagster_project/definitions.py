@@ -28,6 +28,7 @@ from assets.evaluation import evaluation_report, student_evaluation
 from assets.influence import influence_scores, warm_student
 from assets.synthesis import synthetic_instructions
 from assets.teacher import preference_pairs, teacher_checkpoint
+from dagster_project.kubernetes import kubernetes_wiring
 from dagster_project.resource import PipelineResource
 from dagster_project.settings import Settings, load_settings, project_path
 from resources.parquet_io import ParquetIOManager
@@ -80,14 +81,20 @@ def build_definitions(profile: str) -> Definitions:
     executor = in_process_executor
     if settings.runtime.executor == "multiprocess":
         executor = multiprocess_executor.configured({"max_concurrent": settings.runtime.max_concurrent})
+    checks = ASSET_CHECKS
+    if settings.runtime.executor == "k8s":  # one pod per step; GPU ops request GPUs and join the GPU pool
+        executor, assets, checks = kubernetes_wiring(settings, profile, assets, ASSET_CHECKS)
     return Definitions(
         assets=assets,
         executor=executor,
         jobs=[define_asset_job(PIPELINE_JOB, AssetSelection.all(include_sources=False))],
-        asset_checks=ASSET_CHECKS,
+        asset_checks=checks,
         resources={
             "pipeline": PipelineResource(profile=profile),
-            "io_manager": ParquetIOManager(base_path=project_path(settings.storage.tables)),
+            "io_manager": ParquetIOManager(
+                base_path=project_path(settings.storage.tables), retry_attempts=settings.storage.retry_attempts,
+                retry_backoff_seconds=settings.storage.retry_backoff_seconds,
+            ),
         },
     )
 

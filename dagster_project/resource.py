@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 
 import polars as pl
 import torch
 from dagster import ConfigurableResource
 
 from dagster_project.settings import Settings, load_settings, project_path
-from resources.generation import SamplingParams, TransformersGenerator, rate_logger
+from resources.generation import Generator, SamplingParams, TransformersGenerator, rate_logger
+from resources.generation_cache import ChunkedGeneration
 from resources.models import load_causal_lm, resolve_device, resolve_dtype, resolve_model_source
-from resources.storage import CheckpointStore
+from resources.storage import CheckpointStore, TableStore, folder_hash
 from resources.synthesis import SynthesisConfig, build_prompts, synthesize
+from resources.vllm_generation import VLLMGenerator
 
 
 @lru_cache(maxsize=8)
@@ -55,9 +58,13 @@ class PipelineResource(ConfigurableResource):
         """Resolve a model source (embedded:, tiny-random:, folder or hub name) to a loadable folder."""
         return resolve_model_source(source, project_path(self.settings.models.cache_dir))
 
-    def generator(self, folder: str) -> TransformersGenerator:
-        """A generator over the model at ``folder``."""
+    def generator(self, folder: str) -> Generator:
+        """A generator over the model at ``folder``, with the backend of ``runtime.generation_backend``."""
         self.prepare_torch()
+        runtime = self.settings.runtime
+        if runtime.generation_backend == "vllm":
+            return VLLMGenerator(folder, runtime.precision, runtime.tensor_parallel_size,
+                                 runtime.gpu_memory_utilization, runtime.seed)
         model, tokenizer = load_causal_lm(folder, self.device, self.dtype)
         return TransformersGenerator(model, tokenizer, self.settings.synthesis.instruction.batch_size)
 
@@ -76,14 +83,19 @@ class PipelineResource(ConfigurableResource):
     def checkpoints(self) -> CheckpointStore:
         """The checkpoint store under ``storage.checkpoints``."""
         storage = self.settings.storage
-        return CheckpointStore(project_path(storage.checkpoints), project_path(self.settings.models.cache_dir))
+        return CheckpointStore(project_path(storage.checkpoints), project_path(self.settings.models.cache_dir),
+                               storage.retry_policy)
 
     def synthesize(
         self, teacher_folder: str, seeds: pl.DataFrame, num_prompts: int, seed_offset: int, log: Callable[[str], None]
     ) -> pl.DataFrame:
         """Run the synthesis engine with the teacher at ``teacher_folder`` on few-shot prompts from ``seeds``."""
         synthesis = self.settings.synthesis
-        generator = self.generator(teacher_folder)
+        store = TableStore(project_path(self.settings.storage.tables), self.settings.storage.retry_policy)
+        generator = ChunkedGeneration(
+            self.generator(teacher_folder), store.base / "generation_cache", folder_hash(Path(teacher_folder)),
+            synthesis.chunk_size, log, store,
+        )
         seed = self.settings.runtime.seed + seed_offset
         config = SynthesisConfig(
             instruction=self.sampling("instruction", synthesis.samples_per_prompt, seed_offset),

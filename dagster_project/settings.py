@@ -15,6 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from resources.retry import RetryPolicy
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,10 +39,25 @@ class RuntimeSettings(StrictModel):
     precision: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model dtype")
     torch_threads: int = Field(0, ge=0, description="CPU threads for torch; 0 leaves torch's default")
     seed: int = Field(0, description="global seed for sampling and training")
-    executor: Literal["in_process", "multiprocess"] = Field(
-        "in_process", description="multiprocess runs independent steps (e.g. influence shards) in parallel"
+    executor: Literal["in_process", "multiprocess", "k8s"] = Field(
+        "in_process",
+        description="multiprocess runs independent steps (e.g. influence shards) in parallel; k8s runs every step "
+        "in its own Kubernetes pod (dagster-k8s k8s_job_executor, see the kubernetes block)",
     )
-    max_concurrent: int = Field(2, gt=0, description="multiprocess executor: steps running at once")
+    max_concurrent: int = Field(2, gt=0, description="multiprocess / k8s executor: steps running at once in one run")
+    generation_backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="vllm needs CUDA and `pip install -e .[gpu]`; transformers runs anywhere"
+    )
+    tensor_parallel_size: int = Field(1, gt=0, description="vllm: GPUs one model is split across")
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vllm: share of GPU memory it may take")
+    accelerate_config: str | None = Field(
+        None,
+        description="accelerate config YAML (e.g. deploy/accelerate/ddp.yaml): teacher DPO runs in a subprocess "
+        "through `accelerate launch`; null trains in the Dagster step's own process",
+    )
+    num_processes: int | None = Field(
+        None, gt=0, description="accelerate: processes (GPUs) to launch; null takes the config file's value"
+    )
 
 
 class ModelSettings(StrictModel):
@@ -62,6 +79,13 @@ class StorageSettings(StrictModel):
 
     tables: str = Field(".montessori/tables", description="base path for Parquet tables (local or s3://)")
     checkpoints: str = Field(".montessori/checkpoints", description="base path for model checkpoints")
+    retry_attempts: int = Field(5, gt=0, description="tries of a storage call that fails with a transient error")
+    retry_backoff_seconds: float = Field(0.5, ge=0.0, description="first wait between tries; doubles, capped at 8 s")
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy of every storage call."""
+        return RetryPolicy(self.retry_attempts, self.retry_backoff_seconds)
 
 
 class DataSettings(StrictModel):
@@ -96,6 +120,9 @@ class SynthesisSettings(StrictModel):
     min_words: int = Field(5, ge=1)
     max_words: int = Field(400, ge=1)
     rouge_threshold: float = Field(0.7, gt=0.0, le=1.0, description="drop if ROUGE-L F1 > this vs kept")
+    chunk_size: int = Field(
+        16, gt=0, description="prompts generated between two saves; a killed run resumes from the last saved chunk"
+    )
 
 
 class WarmupSettings(StrictModel):
@@ -140,14 +167,27 @@ class PairSettings(StrictModel):
     min_margin: float = Field(0.0, ge=0.0, description="drop pairs whose influence margin is below this")
 
 
+class LoraSettings(StrictModel):
+    """Optional LoRA (peft) adapter for the teacher's DPO; merged into the weights before the checkpoint is saved."""
+
+    enabled: bool = Field(False, description="train a LoRA adapter instead of every weight")
+    r: int = Field(16, gt=0, description="adapter rank")
+    alpha: int = Field(32, gt=0, description="adapter scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = Field(
+        "all-linear", description="module names to adapt, or all-linear (every linear layer but the output head)"
+    )
+
+
 class DPOSettings(StrictModel):
     """Teacher DPO with TRL (paper defaults: beta 0.1, lr 1e-6, 1 epoch, batch 2)."""
 
     beta: float = Field(0.1, gt=0.0)
     learning_rate: float = Field(1e-6, gt=0.0)
     epochs: float = Field(1.0, gt=0.0)
-    batch_size: int = Field(2, gt=0)
+    batch_size: int = Field(2, gt=0, description="global batch; split across processes under accelerate")
     max_length: int = Field(512, gt=8)
+    lora: LoraSettings = LoraSettings()
 
 
 class StudentDatasetSettings(StrictModel):
@@ -188,6 +228,36 @@ class EvaluationSettings(StrictModel):
     )
 
 
+class KubernetesSettings(StrictModel):
+    """Step pods of the k8s executor (``runtime.executor: k8s``): image, environment, GPU requests, GPU pool."""
+
+    image: str | None = Field(
+        None, description="image of every step pod; null: the code location's own image (Helm user deployment)"
+    )
+    namespace: str = Field("montessori", description="namespace the step Jobs are created in")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent")
+    service_account: str | None = Field(None, description="service account of the step pods; null: the default")
+    env_secrets: list[str] = Field(
+        [], description="Secrets whose keys become environment variables (e.g. AWS_ACCESS_KEY_ID for S3)"
+    )
+    env_config_maps: list[str] = Field([], description="ConfigMaps whose keys become environment variables")
+    env_vars: list[str] = Field(
+        [], description="extra variables, KEY=VALUE (or KEY: copied from the launching process)"
+    )
+    gpu_resource: str = Field("nvidia.com/gpu", description="extended resource name of a GPU")
+    gpus_per_step: int = Field(1, gt=0, description="GPUs requested by each model-running step")
+    gpu_memory: str = Field("32Gi", description="memory request and limit of a model-running step")
+    gpu_memory_by_step: dict[str, str] = Field(
+        {}, description="per-op memory overrides, e.g. {teacher_checkpoint: 64Gi} (DPO holds two models)"
+    )
+    cpu_memory: str = Field("2Gi", description="memory request and limit of a CPU-only step")
+    gpu_node_selector: dict[str, str] = Field({}, description="node labels a model-running step must match")
+    gpu_pool: str = Field("gpu", description="Dagster concurrency pool of the model-running steps")
+    max_concurrent_gpu: int = Field(
+        1, gt=0, description="model-running steps at once within one run; the instance's pool limit caps all runs"
+    )
+
+
 class Settings(StrictModel):
     """All settings of one profile."""
 
@@ -203,6 +273,7 @@ class Settings(StrictModel):
     dpo: DPOSettings = DPOSettings()
     student_dataset: StudentDatasetSettings = StudentDatasetSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
 
 class _SafeLoader(yaml.SafeLoader):

@@ -9,13 +9,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,9 @@ class SamplingParams:
 
 
 class Generator(Protocol):
-    """Anything that turns prompts into ``n`` completions each."""
+    """Anything that turns prompts into ``n`` completions each; ``tokenizer`` applies the model's chat template."""
+
+    tokenizer: PreTrainedTokenizerBase
 
     def generate(
         self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
@@ -68,15 +72,11 @@ class TransformersGenerator:
         self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
     ) -> list[list[str]]:
         """Sample ``params.n`` completions per prompt, ``batch_size`` sequences per forward batch."""
-        prompts_per_batch = max(1, self.batch_size // params.n)
-        results: list[list[str]] = []
-        for start in range(0, len(prompts), prompts_per_batch):
-            batch = prompts[start : start + prompts_per_batch]
+        def run(batch: list[str], start: int) -> list[list[str]]:
             torch.manual_seed(params.seed + start)
-            results.extend(self._generate_batch(batch, params))
-            if progress:
-                progress(len(results), len(prompts))
-        return results
+            return self._generate_batch(batch, params)
+
+        return halving_on_oom(prompts, max(1, self.batch_size // params.n), run, progress)
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
         self.tokenizer.padding_side = "left"
@@ -102,6 +102,30 @@ class TransformersGenerator:
             )
         texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
         return [texts[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+
+def halving_on_oom(
+    items: list[T], batch_size: int, run: Callable[[list[T], int], list[R]], progress: Progress | None = None
+) -> list[R]:
+    """``run(batch, start)`` over consecutive batches of ``items``; when a batch runs out of (GPU) memory the
+    batch size is halved and the same items are tried again, down to one item per batch."""
+    results: list[R] = []
+    while len(results) < len(items):
+        start = len(results)
+        batch = items[start : start + batch_size]
+        try:
+            results.extend(run(batch, start))
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            batch_size = max(1, len(batch) // 2)
+            log.warning("out of memory on a batch of %d; retrying with batches of %d", len(batch), batch_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        if progress:
+            progress(len(results), len(items))
+    return results
 
 
 def rate_logger(logger: Callable[[str], None], label: str) -> Progress:

@@ -6,6 +6,7 @@ import polars as pl
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 from upath import UPath
 
+from resources.retry import RetryPolicy
 from resources.storage import TableStore
 
 STAMPED_COLUMNS = ("teacher_version",)
@@ -16,14 +17,19 @@ class ParquetIOManager(ConfigurableIOManager):
     (and the table's teacher_version, if it has one) into the Parquet metadata."""
 
     base_path: str
+    retry_attempts: int = 5
+    retry_backoff_seconds: float = 0.5
+
+    def _store(self) -> TableStore:
+        return TableStore(self.base_path, RetryPolicy(self.retry_attempts, self.retry_backoff_seconds))
 
     def _location(self, context: InputContext | OutputContext) -> UPath:
         if not context.has_asset_key:  # an intermediate op output inside a graph-backed asset
-            return TableStore(self.base_path).location("_steps", *context.get_identifier())
+            return self._store().location("_steps", *context.get_identifier())
         parts = list(context.asset_key.path)
         if context.has_asset_partitions:
             parts.append(context.asset_partition_key)
-        return TableStore(self.base_path).location(*parts)
+        return self._store().location(*parts)
 
     def handle_output(self, context: OutputContext, obj: pl.DataFrame) -> None:
         """Publish the table and report its path and row count."""
@@ -32,7 +38,7 @@ class ParquetIOManager(ConfigurableIOManager):
         for column in STAMPED_COLUMNS:
             if column in obj.columns:
                 metadata[column] = ",".join(sorted(obj[column].drop_nulls().unique().to_list()))
-        path = TableStore(self.base_path).write(obj, self._location(context), metadata)
+        path = self._store().write(obj, self._location(context), metadata)
         context.add_output_metadata({"path": MetadataValue.path(str(path)), "dagster/row_count": obj.height})
 
     def load_input(self, context: InputContext) -> pl.DataFrame:
@@ -40,4 +46,4 @@ class ParquetIOManager(ConfigurableIOManager):
         path = self._location(context)
         if not path.exists():
             raise FileNotFoundError(f"no table at {path}; materialize the upstream asset first")
-        return TableStore.read(path)
+        return TableStore.read(path, self._store().policy)

@@ -21,6 +21,8 @@ from pathlib import Path
 import polars as pl
 from upath import UPath
 
+from resources.retry import DEFAULT_POLICY, RetryPolicy, retrying
+
 MANIFEST_FILE = "_MANIFEST.json"
 
 
@@ -47,10 +49,15 @@ def folder_hash(folder: Path, exclude: tuple[str, ...] = ()) -> str:
     return digest.hexdigest()
 
 
-def publish_bytes(path: UPath | Path | str, data: bytes) -> UPath:
+def publish_bytes(path: UPath | Path | str, data: bytes, policy: RetryPolicy = DEFAULT_POLICY) -> UPath:
     """Write ``data`` at ``path`` so that a reader sees the old object or the whole new one, never a part:
-    locally through a temporary file renamed into place, on S3 as one PUT."""
+    locally through a temporary file renamed into place, on S3 as one PUT. Transient faults are retried."""
     path = UPath(path)
+    retrying(lambda: _write_whole(path, data), f"writing {path}", policy)
+    return path
+
+
+def _write_whole(path: UPath, data: bytes) -> None:
     if is_local(path):
         target = Path(path.path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -63,14 +70,20 @@ def publish_bytes(path: UPath | Path | str, data: bytes) -> UPath:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    return path
+
+
+def read_bytes(path: UPath | str, policy: RetryPolicy = DEFAULT_POLICY) -> bytes:
+    """The bytes at ``path``, transient faults retried."""
+    path = UPath(path)
+    return retrying(path.read_bytes, f"reading {path}", policy)
 
 
 class TableStore:
-    """Reads and writes Parquet tables under a base location."""
+    """Reads and writes Parquet tables under a base location (transient storage faults are retried)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, policy: RetryPolicy = DEFAULT_POLICY) -> None:
         self.base = UPath(base)
+        self.policy = policy
 
     def location(self, *parts: str) -> UPath:
         """Where the table named by ``parts`` lives (``.parquet`` is appended to the last part)."""
@@ -81,19 +94,17 @@ class TableStore:
         """Publish ``df`` at ``path`` atomically, with ``metadata`` as Parquet key-value metadata."""
         buffer = io.BytesIO()
         df.write_parquet(buffer, metadata=metadata)
-        return publish_bytes(path, buffer.getvalue())
+        return publish_bytes(path, buffer.getvalue(), self.policy)
 
     @staticmethod
-    def read(path: UPath | str) -> pl.DataFrame:
+    def read(path: UPath | str, policy: RetryPolicy = DEFAULT_POLICY) -> pl.DataFrame:
         """Read a Parquet table written by :meth:`write`."""
-        with UPath(path).open("rb") as handle:
-            return pl.read_parquet(handle)
+        return pl.read_parquet(io.BytesIO(read_bytes(path, policy)))
 
     @staticmethod
-    def read_metadata(path: UPath | str) -> dict[str, str]:
+    def read_metadata(path: UPath | str, policy: RetryPolicy = DEFAULT_POLICY) -> dict[str, str]:
         """The Parquet key-value metadata of a table."""
-        with UPath(path).open("rb") as handle:
-            return pl.read_parquet_metadata(handle)
+        return pl.read_parquet_metadata(io.BytesIO(read_bytes(path, policy)))
 
 
 @dataclass(frozen=True)
@@ -107,9 +118,10 @@ class PublishedCheckpoint:
 class CheckpointStore:
     """Content-addressed model folders: ``{base}/{name}/{hash[:16]}``, published whole."""
 
-    def __init__(self, base: str, cache_dir: str) -> None:
+    def __init__(self, base: str, cache_dir: str, policy: RetryPolicy = DEFAULT_POLICY) -> None:
         self.base = UPath(base)
         self.cache_dir = Path(cache_dir)
+        self.policy = policy
 
     def publish(self, folder: Path, name: str) -> PublishedCheckpoint:
         """Copy ``folder`` into the store under its content hash; identical content is stored once."""
@@ -120,10 +132,8 @@ class CheckpointStore:
             _publish_local(folder, Path(target.path), manifest)
         elif not (target / MANIFEST_FILE).exists():
             for relative in _relative_files(folder):
-                destination = target / relative
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                destination.write_bytes((folder / relative).read_bytes())
-            (target / MANIFEST_FILE).write_text(manifest)
+                publish_bytes(target / relative, (folder / relative).read_bytes(), self.policy)
+            publish_bytes(target / MANIFEST_FILE, manifest.encode(), self.policy)
         return PublishedCheckpoint(str(target), content_hash)
 
     def local_folder(self, uri: str) -> str:
@@ -133,14 +143,14 @@ class CheckpointStore:
             raise FileNotFoundError(f"checkpoint {uri} is missing or incomplete (no {MANIFEST_FILE})")
         if is_local(source):
             return source.path
-        manifest = json.loads((source / MANIFEST_FILE).read_text())
+        manifest = json.loads(read_bytes(source / MANIFEST_FILE, self.policy))
         local = self.cache_dir / "downloads" / manifest["content_hash"][:16]
         if not local.exists():
             local.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=local.parent))
             for relative in manifest["files"]:
                 (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / relative).write_bytes((source / relative).read_bytes())
+                (tmp / relative).write_bytes(read_bytes(source / relative, self.policy))
             os.replace(tmp, local)
         return str(local)
 

@@ -16,18 +16,23 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 from resources.examples import EncodedExample, collate, per_example_loss
 from resources.models import load_causal_lm
 
+if TYPE_CHECKING:
+    from peft import PeftConfig
+
 log = logging.getLogger(__name__)
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_CONFIG = "optimizer.json"
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "README.md")
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,24 @@ def load_training_state(
 
 
 @dataclass(frozen=True)
+class LoraParams:
+    """A LoRA adapter for the teacher's DPO; it is merged into the weights before the checkpoint is saved."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "all-linear"
+
+    def peft_config(self) -> PeftConfig:
+        """The peft ``LoraConfig`` of these parameters."""
+        from peft import LoraConfig
+
+        modules = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=modules,
+                          task_type="CAUSAL_LM")
+
+
+@dataclass(frozen=True)
 class DPOParams:
     """Teacher DPO hyperparameters (the paper: beta 0.1, lr 1e-6, one epoch, batch 2)."""
 
@@ -127,6 +150,7 @@ class DPOParams:
     batch_size: int = 2
     max_length: int = 512
     seed: int = 0
+    lora: LoraParams | None = None
 
 
 class _LossRecorder(TrainerCallback):
@@ -158,14 +182,18 @@ def train_dpo(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, float]]:
-    """DPO-tune the teacher at ``teacher_folder`` on ``pairs``; save it to ``output_folder``; return logs."""
+    """DPO-tune the teacher at ``teacher_folder`` on ``pairs``; save it to ``output_folder``; return logs.
+
+    With ``params.lora`` only an adapter is trained (its reference is the adapter-disabled base, so no second
+    model is loaded) and the saved checkpoint is the base with the adapter merged in: a plain causal LM.
+    Under ``accelerate launch`` every process calls this; only the main process writes ``output_folder``."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     if pairs.height == 0:
         raise ValueError("DPO needs at least one preference pair; preference_pairs is empty")
     model, tokenizer = load_causal_lm(teacher_folder, device, dtype)
-    reference, _ = load_causal_lm(teacher_folder, device, dtype)
+    reference = None if params.lora else load_causal_lm(teacher_folder, device, dtype)[0]
     recorder = _LossRecorder()
     with tempfile.TemporaryDirectory() as scratch:
         args = DPOConfig(
@@ -190,6 +218,7 @@ def train_dpo(
             train_dataset=Dataset.from_list(dpo_dataset(pairs)),
             processing_class=tokenizer,
             callbacks=[recorder],
+            peft_config=params.lora.peft_config() if params.lora else None,
         )
         if len(trainer.train_dataset) == 0:
             raise ValueError(
@@ -199,6 +228,26 @@ def train_dpo(
         trainer.train()
     for entry in recorder.history:
         check_finite(entry["loss"], "DPO loss")
-    model.save_pretrained(output_folder, safe_serialization=True)
-    tokenizer.save_pretrained(output_folder)
+    save_policy(trainer, output_folder, params.lora is not None, dtype)
     return recorder.history
+
+
+def save_policy(trainer: Trainer, output_folder: Path, merge_adapter: bool, dtype: torch.dtype) -> None:
+    """Write the trained model and tokenizer as a full checkpoint (``save_model`` gathers FSDP shards); with a
+    LoRA adapter, merge it into the base weights. Every process must call this; the main process writes."""
+    trainer.save_model(str(output_folder))
+    if trainer.accelerator.is_main_process:
+        (output_folder / "training_args.bin").unlink(missing_ok=True)
+        if merge_adapter:
+            merge_adapter_in_place(output_folder, dtype)
+    trainer.accelerator.wait_for_everyone()
+
+
+def merge_adapter_in_place(folder: Path, dtype: torch.dtype) -> None:
+    """Replace the peft adapter saved in ``folder`` by its base model with the adapter merged in."""
+    from peft import AutoPeftModelForCausalLM
+
+    merged = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype).merge_and_unload()
+    for name in ADAPTER_FILES:
+        (folder / name).unlink(missing_ok=True)
+    merged.save_pretrained(folder, safe_serialization=True)

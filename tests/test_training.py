@@ -11,6 +11,7 @@ from resources.examples import encode_pairs
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training import (
     DPOParams,
+    LoraParams,
     WarmupConfig,
     load_training_state,
     save_training_state,
@@ -68,3 +69,20 @@ def test_warmup_state_round_trips_bit_identical(model_cache: Path, tmp_path: Pat
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(optimizer.state[p][key], loaded_optimizer.state[q][key]), (name, key)
     assert loaded_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+
+
+def test_lora_dpo_saves_a_merged_full_model(model_cache: Path, tmp_path: Path) -> None:
+    base = resolve_model_source("tiny-random:dpo", model_cache)
+    lora = LoraParams(r=8, alpha=16, dropout=0.0)
+    params = DPOParams(beta=0.1, learning_rate=5e-3, epochs=3.0, batch_size=2, max_length=128, lora=lora)
+    history = train_dpo(base, PAIRS, params, tmp_path / "tuned")
+    assert history, "DPO logged no step"
+    files = {p.name for p in (tmp_path / "tuned").iterdir()}
+    assert "model.safetensors" in files and not files & {"adapter_config.json", "adapter_model.safetensors"}
+    tuned, _ = load_causal_lm(str(tmp_path / "tuned"))
+    original, _ = load_causal_lm(base)
+    assert type(tuned) is type(original)
+    tuned_weights, original_weights = tuned.state_dict(), original.state_dict()
+    assert tuned_weights.keys() == original_weights.keys()
+    assert any(not torch.equal(tuned_weights[k], original_weights[k]) for k in original_weights)
+    assert margin(str(tmp_path / "tuned")) > margin(base) + 1.0

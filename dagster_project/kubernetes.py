@@ -1,0 +1,137 @@
+"""Kubernetes wiring (``runtime.executor: k8s``): every step runs in its own pod (dagster-k8s ``k8s_job_executor``).
+
+Model-running ops request GPUs and memory through their ``dagster-k8s/config`` tag and join the GPU concurrency
+pool; CPU-only ops request memory only. Influence shards are dynamic steps, so they fan out one pod per shard.
+Other executors never see these tags: the graph is only re-tagged for the k8s profile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from dagster import (
+    AssetsDefinition,
+    ExecutorDefinition,
+    GraphDefinition,
+    In,
+    OpDefinition,
+    Out,
+)
+
+from dagster_project.settings import KubernetesSettings, Settings
+
+K8S_CONFIG_TAG = "dagster-k8s/config"
+ACCELERATOR_TAG = "montessori/accelerator"
+# Ops that load a model (teacher, student or judge): one pod with a GPU each. Every other op runs on CPU.
+GPU_OPS = frozenset({
+    "synthetic_instructions",
+    "warm_student",
+    "score_influence_shard",
+    "teacher_checkpoint",
+    "student_dataset",
+    "baseline_dataset",
+    "student_evaluation",
+    "teacher_checkpoint_teacher_loads_and_generates",
+})
+
+
+class KubernetesWiring(NamedTuple):
+    """What ``build_definitions`` needs for the k8s profile."""
+
+    executor: ExecutorDefinition
+    assets: list[AssetsDefinition]
+    asset_checks: list[AssetsDefinition]
+
+
+def step_k8s_config(k8s: KubernetesSettings, op_name: str) -> dict:
+    """The ``dagster-k8s/config`` of one op: GPUs and memory for model-running ops, memory only otherwise."""
+    if op_name not in GPU_OPS:
+        memory = {"memory": k8s.cpu_memory}
+        return {"container_config": {"resources": {"requests": memory, "limits": memory}}}
+    gpu = {k8s.gpu_resource: str(k8s.gpus_per_step), "memory": k8s.gpu_memory_by_step.get(op_name, k8s.gpu_memory)}
+    pod_spec = {"tolerations": [{"key": k8s.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}]}
+    if k8s.gpu_node_selector:
+        pod_spec["node_selector"] = dict(k8s.gpu_node_selector)
+    return {"container_config": {"resources": {"requests": gpu, "limits": dict(gpu)}}, "pod_spec_config": pod_spec}
+
+
+def k8s_executor(settings: Settings, profile: str) -> ExecutorDefinition:
+    """``k8s_job_executor`` configured from ``settings.kubernetes``; step pods rebuild the same ``profile``."""
+    from dagster_k8s import k8s_job_executor  # the k8s extra: only needed by this profile
+
+    k8s = settings.kubernetes
+    config: dict = {
+        "job_namespace": k8s.namespace,
+        "image_pull_policy": k8s.image_pull_policy,
+        "env_secrets": list(k8s.env_secrets),
+        "env_config_maps": list(k8s.env_config_maps),
+        "env_vars": [f"MONTESSORI_PROFILE={profile}", *k8s.env_vars],
+        "max_concurrent": settings.runtime.max_concurrent,
+        "tag_concurrency_limits": [{"key": ACCELERATOR_TAG, "value": "gpu", "limit": k8s.max_concurrent_gpu}],
+    }
+    if k8s.image:
+        config["job_image"] = k8s.image
+    if k8s.service_account:
+        config["service_account_name"] = k8s.service_account
+    return k8s_job_executor.configured(config, name="k8s_gpu")
+
+
+def _retag_op(op_def: OpDefinition, k8s: KubernetesSettings) -> OpDefinition:
+    on_gpu = op_def.name in GPU_OPS
+    tags = {
+        **op_def.tags,
+        K8S_CONFIG_TAG: json.dumps(step_k8s_config(k8s, op_def.name)),
+        ACCELERATOR_TAG: "gpu" if on_gpu else "cpu",
+    }
+    return OpDefinition(
+        compute_fn=op_def.compute_fn,
+        name=op_def.name,
+        ins={definition.name: In.from_definition(definition) for definition in op_def.input_defs},
+        outs={definition.name: Out.from_definition(definition) for definition in op_def.output_defs},
+        description=op_def.description,
+        config_schema=op_def.config_schema,
+        required_resource_keys=op_def.required_resource_keys,
+        tags=tags,
+        code_version=op_def._version,  # as OpDefinition.with_replaced_properties does; .version is deprecated
+        retry_policy=op_def.retry_policy,
+        pool=k8s.gpu_pool if on_gpu else op_def.pool,
+    )
+
+
+def _retag_node(node_def: OpDefinition | GraphDefinition, k8s: KubernetesSettings) -> OpDefinition | GraphDefinition:
+    if isinstance(node_def, OpDefinition):
+        return _retag_op(node_def, k8s)
+    if not isinstance(node_def, GraphDefinition):
+        raise TypeError(f"cannot place {node_def.name!r} ({type(node_def).__name__}) on Kubernetes")
+    return GraphDefinition(
+        name=node_def.name,
+        description=node_def.description,
+        node_defs=[_retag_node(child, k8s) for child in node_def.node_defs],
+        dependencies=node_def.dependencies,
+        input_mappings=node_def.input_mappings,
+        output_mappings=node_def.output_mappings,
+        config=node_def.config_mapping,
+        tags=node_def.tags,
+    )
+
+
+def with_k8s_tags(stage: AssetsDefinition, k8s: KubernetesSettings) -> AssetsDefinition:
+    """``stage`` (an asset, graph-backed asset or asset check) with every op tagged for its pod and pool."""
+    return type(stage)(**{**stage.get_attributes_dict(), "node_def": _retag_node(stage.node_def, k8s)})
+
+
+def kubernetes_wiring(
+    settings: Settings, profile: str, assets: Sequence[AssetsDefinition], asset_checks: Sequence[AssetsDefinition]
+) -> KubernetesWiring:
+    """The k8s executor plus ``assets`` and ``asset_checks`` re-tagged with their pod resources and GPU pool."""
+    k8s = settings.kubernetes
+    unknown = set(k8s.gpu_memory_by_step) - GPU_OPS
+    if unknown:
+        raise ValueError(f"kubernetes.gpu_memory_by_step names ops that use no GPU: {sorted(unknown)}")
+    return KubernetesWiring(
+        executor=k8s_executor(settings, profile),
+        assets=[with_k8s_tags(stage, k8s) for stage in assets],
+        asset_checks=[with_k8s_tags(check, k8s) for check in asset_checks],
+    )
