@@ -4,7 +4,7 @@ datasets are compared on the held-out set, and a report with plots is written ne
 import json
 
 import polars as pl
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, Output, asset
 
 from assets._output import table_output
 from dagster_project.resource import PipelineResource
@@ -59,25 +59,48 @@ def _diversity_table(texts: dict[str, list[str]]) -> pl.DataFrame:
     return pl.DataFrame([{"instructions": name, **diversity_stats(values)} for name, values in texts.items()])
 
 
-@asset(group_name="evaluation", kinds={"parquet"})
-def evaluation_report(
+def build_evaluation_report(influence_keys: list[AssetKey]) -> AssetsDefinition:
+    """The report asset, reading the influence scores of every round (``influence_keys``, round order)."""
+
+    @asset(group_name="evaluation", kinds={"parquet"},
+           ins={f"influence_round_{n}": AssetIn(key) for n, key in enumerate(influence_keys, start=1)})
+    def evaluation_report(
+        context: AssetExecutionContext,
+        pipeline: PipelineResource,
+        synthetic_instructions: pl.DataFrame,
+        preference_pairs: pl.DataFrame,
+        teacher_checkpoint: pl.DataFrame,
+        baseline_dataset: pl.DataFrame,
+        student_dataset: pl.DataFrame,
+        student_evaluation: pl.DataFrame,
+        **influence_by_round: pl.DataFrame,
+    ) -> Output[pl.DataFrame]:
+        """A markdown page with PNG plots (influence per round, preference margins, DPO curve, held-out loss)
+        and the diversity monitors, attached to the materialization and written under ``{tables}/report/``."""
+        influence = {name.replace("influence_", "").replace("_", " "): table["influence"].to_list()
+                     for name, table in influence_by_round.items()}
+        return _report(context, pipeline, influence, synthetic_instructions, preference_pairs, teacher_checkpoint,
+                       baseline_dataset, student_dataset, student_evaluation)
+
+    return evaluation_report
+
+
+def _report(
     context: AssetExecutionContext,
     pipeline: PipelineResource,
+    influence: dict[str, list[float]],
     synthetic_instructions: pl.DataFrame,
-    influence_scores: pl.DataFrame,
     preference_pairs: pl.DataFrame,
     teacher_checkpoint: pl.DataFrame,
     baseline_dataset: pl.DataFrame,
     student_dataset: pl.DataFrame,
     student_evaluation: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
-    """A markdown page with PNG plots (influence, preference margins, DPO curve, held-out loss) and the
-    diversity monitors, attached to the materialization and written under ``{tables}/report/``."""
     comparison = compare(student_evaluation, MONTESSORI, SELF_INSTRUCT)
     history = json.loads(teacher_checkpoint["dpo_history"][0])
     plots = {
-        "influence.png": histogram_png({"round 1": influence_scores["influence"].to_list()},
-                                       "Local data influence of candidates", "influence (L_before - L_after)"),
+        "influence.png": histogram_png(influence, "Local data influence of candidates per round",
+                                       "influence (L_before - L_after)"),
         "preference_margins.png": histogram_png({"pairs": preference_pairs["margin"].to_list()},
                                                 "Preference margins", "influence(chosen) - influence(rejected)"),
         "dpo_curve.png": curve_png(history, ["loss", "rewards/margins", "rewards/chosen", "rewards/rejected"],

@@ -8,9 +8,12 @@ import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from assets._output import table_output
+from assets._rounds import PREVIOUS_TEACHER, ROUND_N
 from dagster_project.resource import PipelineResource
+from dagster_project.settings import project_path
+from resources.accelerate_launch import AccelerateLaunch, run_dpo
 from resources.pairs import build_pairs, positive_share
-from resources.training import DPOParams, train_dpo
+from resources.training import DPOParams, LoraParams
 
 
 @asset(group_name="teacher", kinds={"parquet"})
@@ -33,19 +36,33 @@ def preference_pairs(
                         prompts_with_pairs=pairs["prompt_id"].n_unique())
 
 
-@asset(group_name="teacher", kinds={"pytorch"})
-def teacher_checkpoint(
-    context: AssetExecutionContext, pipeline: PipelineResource, preference_pairs: pl.DataFrame
-) -> Output[pl.DataFrame]:
-    """The DPO-tuned teacher's weights in the checkpoint store; ``teacher_version`` is their content hash."""
+def dpo_params(pipeline: PipelineResource) -> DPOParams:
+    """The profile's DPO hyperparameters, with a LoRA adapter when ``dpo.lora.enabled``."""
     settings = pipeline.settings.dpo
-    params = DPOParams(settings.beta, settings.learning_rate, settings.epochs, settings.batch_size,
-                       settings.max_length, pipeline.settings.runtime.seed)
+    lora = settings.lora
+    adapter = LoraParams(lora.r, lora.alpha, lora.dropout, lora.target_modules) if lora.enabled else None
+    return DPOParams(settings.beta, settings.learning_rate, settings.epochs, settings.batch_size,
+                     settings.max_length, pipeline.settings.runtime.seed, adapter)
+
+
+def accelerate_launch(pipeline: PipelineResource) -> AccelerateLaunch | None:
+    """``accelerate launch`` settings when ``runtime.accelerate_config`` is set, else None (train in process)."""
+    runtime = pipeline.settings.runtime
+    if runtime.accelerate_config is None:
+        return None
+    return AccelerateLaunch(project_path(runtime.accelerate_config), runtime.num_processes)
+
+
+def tune_teacher(
+    context: AssetExecutionContext, pipeline: PipelineResource, preference_pairs: pl.DataFrame, base: str
+) -> Output[pl.DataFrame]:
+    """DPO of the teacher at ``base`` (policy and reference) on ``preference_pairs``; publish the weights."""
+    params = dpo_params(pipeline)
     pipeline.prepare_torch()
-    base = pipeline.model_folder("teacher")
-    context.log.info(f"DPO on {preference_pairs.height} pairs: {params}")
+    context.log.info(f"DPO of {base} on {preference_pairs.height} pairs: {params}")
     with tempfile.TemporaryDirectory() as scratch:
-        history = train_dpo(base, preference_pairs, params, Path(scratch), pipeline.device, pipeline.dtype)
+        history = run_dpo(base, preference_pairs, params, Path(scratch), pipeline.device,
+                          pipeline.settings.runtime.precision, accelerate_launch(pipeline), context.log.info)
         published = pipeline.checkpoints().publish(Path(scratch), "teacher")
     teacher_version = published.content_hash[:16]
     manifest = pl.DataFrame({
@@ -56,5 +73,23 @@ def teacher_checkpoint(
     })
     context.log.info(f"teacher_version {teacher_version} at {published.uri}")
     return table_output(manifest, ["teacher_version", "uri", "pairs"], version=teacher_version,
-                        teacher_version=teacher_version,
-                        dpo_log=MetadataValue.json(history))
+                        teacher_version=teacher_version, base_model=base, dpo_log=MetadataValue.json(history))
+
+
+@asset(group_name="teacher", kinds={"pytorch"})
+def teacher_checkpoint(
+    context: AssetExecutionContext, pipeline: PipelineResource, preference_pairs: pl.DataFrame
+) -> Output[pl.DataFrame]:
+    """The DPO-tuned teacher's weights in the checkpoint store; ``teacher_version`` is their content hash."""
+    return tune_teacher(context, pipeline, preference_pairs, pipeline.model_folder("teacher"))
+
+
+@asset(key=[ROUND_N, "teacher_checkpoint"], ins={"previous_teacher": PREVIOUS_TEACHER},
+       kinds={"pytorch"})
+def next_round_teacher_checkpoint(
+    context: AssetExecutionContext, pipeline: PipelineResource, preference_pairs: pl.DataFrame,
+    previous_teacher: pl.DataFrame,
+) -> Output[pl.DataFrame]:
+    """Round n's teacher: the previous round's tuned teacher, DPO-tuned again on round n's pairs."""
+    base = pipeline.checkpoints().local_folder(previous_teacher["uri"][0])
+    return tune_teacher(context, pipeline, preference_pairs, base)

@@ -31,9 +31,10 @@ HEADLINE_METADATA = ("comparison", "report_path")
 def _summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:  # noqa: ANN001
     stats = instance.get_run_step_stats(result.run_id)
 
-    def seconds(asset: str) -> float | None:
-        """Wall time of the asset's steps (a graph-backed asset has several, e.g. influence shards)."""
-        own = [s for s in stats if s.step_key == asset or s.step_key.startswith(f"{asset}.")]
+    def seconds(step_key: str) -> float | None:
+        """Wall time of an asset's steps (a graph-backed asset has several, e.g. influence shards)."""
+        node = step_key.split(".")[0]
+        own = [s for s in stats if s.step_key == node or s.step_key.startswith(f"{node}.")]
         if not own:
             return None
         return round(max(s.end_time or 0 for s in own) - min(s.start_time or 0 for s in own), 1)
@@ -46,7 +47,7 @@ def _summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:
         summary[name] = {
             "path": metadata["path"].value if "path" in metadata else None,
             "rows": metadata["dagster/row_count"].value if "dagster/row_count" in metadata else None,
-            "seconds": seconds(name),
+            "seconds": seconds(event.step_key),
             **{key: metadata[key].value for key in HEADLINE_METADATA if key in metadata},
         }
     return summary

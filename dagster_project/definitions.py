@@ -11,6 +11,7 @@ import os
 import warnings
 
 from dagster import (
+    AssetKey,
     AssetsDefinition,
     AssetSelection,
     BetaWarning,
@@ -21,15 +22,17 @@ from dagster import (
     multiprocess_executor,
 )
 
+from assets._rounds import ROUND_N
 from assets.checks import ASSET_CHECKS
 from assets.data import heldout_set, reference_set, seed_prompts
 from assets.dataset import baseline_dataset, student_dataset
-from assets.evaluation import evaluation_report, student_evaluation
+from assets.evaluation import build_evaluation_report, student_evaluation
 from assets.influence import influence_scores, warm_student
-from assets.synthesis import synthetic_instructions
-from assets.teacher import preference_pairs, teacher_checkpoint
+from assets.synthesis import next_round_synthetic_instructions, synthetic_instructions
+from assets.teacher import next_round_teacher_checkpoint, preference_pairs, teacher_checkpoint
 from dagster_project.kubernetes import kubernetes_wiring
 from dagster_project.resource import PipelineResource
+from dagster_project.rounds import is_round_stage, reading_last_round, round_copies, round_key
 from dagster_project.settings import Settings, load_settings, project_path
 from resources.parquet_io import ParquetIOManager
 
@@ -53,7 +56,11 @@ STAGE_SETTINGS: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
     (baseline_dataset, ("student_dataset.num_prompts", "student_dataset.seed_offset", "synthesis", "models.teacher",
                         "runtime.seed", "runtime.precision")),
     (student_evaluation, ("evaluation", "models.student", "runtime.seed", "runtime.precision")),
-    (evaluation_report, ()),
+]
+# Round n >= 2 templates: the same settings as their round-1 stage.
+ROUND_TEMPLATES: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
+    (next_round_synthetic_instructions, STAGE_SETTINGS[3][1]),
+    (next_round_teacher_checkpoint, STAGE_SETTINGS[7][1]),
 ]
 
 
@@ -70,20 +77,44 @@ def code_version(settings: Settings, keys: tuple[str, ...]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def _versioned(
+    settings: Settings, stages: list[tuple[AssetsDefinition, tuple[str, ...]]]
+) -> list[AssetsDefinition]:
+    """Each stage with the code_version of the settings it depends on."""
+    return [_with_code_version(stage, code_version(settings, keys)) for stage, keys in stages]
+
+
 def _with_code_version(stage: AssetsDefinition, version: str) -> AssetsDefinition:
     return stage.map_asset_specs(lambda spec: spec.replace_attributes(code_version=version))
+
+
+def _with_rounds(
+    definitions: list[AssetsDefinition], templates: list[AssetsDefinition], rounds: int
+) -> list[AssetsDefinition]:
+    """Add rounds 2..``rounds`` of the round stages (round n's synthesis and DPO start from round n-1's
+    teacher, via ``templates``); everything downstream of the rounds reads the last round."""
+    round_one = [d for d in definitions if is_round_stage(d)]
+    replaced_by_template = {key for template in templates for key in template.keys}
+    repeated = [d for d in round_one if not any(AssetKey([ROUND_N, *k.path]) in replaced_by_template for k in d.keys)]
+    copies = [copy for n in range(2, rounds + 1) for copy in round_copies([*repeated, *templates], n)]
+    consumers = reading_last_round([d for d in definitions if not is_round_stage(d)], rounds)
+    return [*round_one, *copies, *consumers]
 
 
 def build_definitions(profile: str) -> Definitions:
     """Definitions of every stage, versioned by the settings of ``profile``."""
     settings = load_settings(profile)
-    assets = [_with_code_version(stage, code_version(settings, keys)) for stage, keys in STAGE_SETTINGS]
+    report = build_evaluation_report([round_key("influence_scores", n) for n in range(1, settings.rounds + 1)])
+    assets = _versioned(settings, [*STAGE_SETTINGS, (report, ())])
+    checks: list[AssetsDefinition] = list(ASSET_CHECKS)
+    if settings.rounds > 1:
+        templates = _versioned(settings, ROUND_TEMPLATES)
+        assets, checks = _with_rounds(assets, templates, settings.rounds), _with_rounds(checks, [], settings.rounds)
     executor = in_process_executor
     if settings.runtime.executor == "multiprocess":
         executor = multiprocess_executor.configured({"max_concurrent": settings.runtime.max_concurrent})
-    checks = ASSET_CHECKS
     if settings.runtime.executor == "k8s":  # one pod per step; GPU ops request GPUs and join the GPU pool
-        executor, assets, checks = kubernetes_wiring(settings, profile, assets, ASSET_CHECKS)
+        executor, assets, checks = kubernetes_wiring(settings, profile, assets, checks)
     return Definitions(
         assets=assets,
         executor=executor,

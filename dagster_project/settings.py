@@ -262,6 +262,10 @@ class Settings(StrictModel):
     """All settings of one profile."""
 
     name: str = "custom"
+    rounds: int = Field(
+        1, ge=1, le=10,
+        description="Montessori-Instruct rounds; round n >= 2 synthesizes with and DPO-tunes round n-1's tuned teacher",
+    )
     runtime: RuntimeSettings = RuntimeSettings()
     models: ModelSettings = ModelSettings()
     storage: StorageSettings = StorageSettings()

@@ -129,15 +129,14 @@ class LoraParams:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: str | tuple[str, ...] = "all-linear"
+    target_modules: str | list[str] = "all-linear"
 
     def peft_config(self) -> PeftConfig:
         """The peft ``LoraConfig`` of these parameters."""
         from peft import LoraConfig
 
-        modules = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=modules,
-                          task_type="CAUSAL_LM")
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, task_type="CAUSAL_LM")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+import yaml
 from dagster import build_reconstructable_job
 from dagster._core.execution.api import create_execution_plan
 from dagster._core.execution.context.system import PlanData, PlanOrchestrationContext
@@ -29,8 +30,7 @@ from kubernetes.client import BatchV1Api, V1Container, V1Job
 
 from dagster_project.definitions import PIPELINE_JOB, build_definitions, pipeline_job
 
-pytest.importorskip("dagster_k8s")
-
+ROOT = Path(__file__).resolve().parent.parent
 PROFILE = "k8s"
 IMAGE = "montessori-dagster:0.1.0"
 DAGSTER_HOME = "/opt/dagster/dagster_home"
@@ -58,6 +58,9 @@ current-context: none
 
 
 def _launcher_config(kubeconfig: Path) -> dict:
+    """The K8sRunLauncher config the Helm chart renders from deploy/helm/values.yaml (secrets, resources)."""
+    helm = yaml.safe_load((ROOT / "deploy" / "helm" / "values.yaml").read_text())["runLauncher"]["config"]
+    launcher = helm["k8sRunLauncher"]
     return {
         "service_account_name": "dagster",
         "instance_config_map": "dagster-instance",
@@ -65,6 +68,8 @@ def _launcher_config(kubeconfig: Path) -> dict:
         "dagster_home": DAGSTER_HOME,
         "load_incluster_config": False,
         "kubeconfig_file": str(kubeconfig),
+        "env_secrets": [secret["name"] for secret in launcher["envSecrets"]],
+        **({"resources": launcher["resources"]} if "resources" in launcher else {}),  # merged into every step
     }
 
 

@@ -9,7 +9,7 @@ import pytest
 from dagster_project.settings import SettingsError, load_settings
 
 
-@pytest.mark.parametrize("name", ["demo", "test", "gpu"])
+@pytest.mark.parametrize("name", ["demo", "test", "gpu", "k8s"])
 def test_bundled_profiles_validate(name: str) -> None:
     assert load_settings(name).name == name
 

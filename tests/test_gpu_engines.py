@@ -1,0 +1,83 @@
+"""GPU engines on CPU: backend and LoRA settings validate, a missing vllm fails clearly, and teacher DPO
+really runs as two processes under ``accelerate launch`` (gloo) and writes a loadable checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from assets.teacher import accelerate_launch, dpo_params
+from dagster_project.resource import PipelineResource
+from dagster_project.settings import PROJECT_ROOT, SettingsError, load_settings
+from resources.accelerate_launch import AccelerateLaunch, run_dpo
+from resources.models import load_causal_lm, resolve_model_source
+from resources.training import DPOParams, LoraParams
+from tests.conftest import write_profile
+from tests.test_training import PAIRS
+
+DDP_CONFIG = str(PROJECT_ROOT / "deploy" / "accelerate" / "ddp.yaml")
+
+
+def test_gpu_profile_uses_vllm() -> None:
+    assert load_settings("gpu").runtime.generation_backend == "vllm"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("runtime:\n  generation_backend: tgi\n", "runtime.generation_backend"),
+        ("runtime:\n  gpu_memory_utilization: 1.5\n", "runtime.gpu_memory_utilization"),
+        ("runtime:\n  num_processes: 0\n", "runtime.num_processes"),
+        ("dpo:\n  lora:\n    rank: 8\n", "dpo.lora.rank"),
+    ],
+)
+def test_bad_engine_settings_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=key.replace(".", r"\.")):
+        load_settings(str(path))
+
+
+def test_engine_settings_reach_the_teacher_stage(tmp_path: Path, model_cache: Path) -> None:
+    profile = write_profile(
+        tmp_path, model_cache,
+        runtime={"accelerate_config": "deploy/accelerate/ddp.yaml", "num_processes": 2},
+        dpo={"lora": {"enabled": True, "r": 4, "target_modules": ["q_proj", "v_proj"]}},
+    )
+    pipeline = PipelineResource(profile=str(profile))
+    assert dpo_params(pipeline).lora == LoraParams(r=4, alpha=32, dropout=0.05, target_modules=["q_proj", "v_proj"])
+    assert accelerate_launch(pipeline) == AccelerateLaunch(DDP_CONFIG, 2)
+    assert accelerate_launch(PipelineResource(profile="test")) is None
+
+
+def test_vllm_backend_without_vllm_names_the_setting_and_the_extra(
+    tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError, installed or not
+    profile = write_profile(tmp_path, model_cache, runtime={"generation_backend": "vllm"})
+    pipeline = PipelineResource(profile=str(profile))
+    with pytest.raises(ImportError, match=r"runtime\.generation_backend.*pip install -e \.\[gpu\]"):
+        pipeline.generator(pipeline.model_folder("teacher"))
+
+
+def test_accelerate_command_line() -> None:
+    command = AccelerateLaunch("ddp.yaml", 4).command(Path("/work"))
+    assert command[1:] == ["-m", "accelerate.commands.launch", "--config_file", "ddp.yaml", "--num_processes", "4",
+                           "-m", "resources.accelerate_launch", "/work"]
+    assert "--num_processes" not in AccelerateLaunch("ddp.yaml").command(Path("/work"))
+
+
+def test_dpo_under_accelerate_runs_two_processes(model_cache: Path, tmp_path: Path) -> None:
+    base = resolve_model_source("tiny-random:dpo", model_cache)
+    messages: list[str] = []
+    params = DPOParams(beta=0.1, learning_rate=5e-4, epochs=2.0, batch_size=2, max_length=128)
+    history = run_dpo(base, PAIRS, params, tmp_path / "tuned", torch.device("cpu"), "float32",
+                      AccelerateLaunch(DDP_CONFIG, 2), messages.append)
+    assert history and all("loss" in entry for entry in history)
+    assert "accelerate ran DPO on 2 processes (MULTI_CPU)" in messages
+    tuned, _ = load_causal_lm(str(tmp_path / "tuned"))
+    original, _ = load_causal_lm(base)
+    assert any(not torch.equal(p, q) for p, q in zip(tuned.parameters(), original.parameters(), strict=True))
