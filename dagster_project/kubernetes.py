@@ -35,6 +35,8 @@ GPU_OPS = frozenset({
     "student_evaluation",
     "teacher_checkpoint_teacher_loads_and_generates",
 })
+Node = OpDefinition | GraphDefinition
+Retagged = dict[int, Node]  # id of an original node -> its re-tagged copy
 
 
 class KubernetesWiring(NamedTuple):
@@ -100,26 +102,35 @@ def _retag_op(op_def: OpDefinition, k8s: KubernetesSettings) -> OpDefinition:
     )
 
 
-def _retag_node(node_def: OpDefinition | GraphDefinition, k8s: KubernetesSettings) -> OpDefinition | GraphDefinition:
-    if isinstance(node_def, OpDefinition):
-        return _retag_op(node_def, k8s)
-    if not isinstance(node_def, GraphDefinition):
-        raise TypeError(f"cannot place {node_def.name!r} ({type(node_def).__name__}) on Kubernetes")
+def _retag_graph(graph_def: GraphDefinition, k8s: KubernetesSettings, retagged: Retagged) -> GraphDefinition:
     return GraphDefinition(
-        name=node_def.name,
-        description=node_def.description,
-        node_defs=[_retag_node(child, k8s) for child in node_def.node_defs],
-        dependencies=node_def.dependencies,
-        input_mappings=node_def.input_mappings,
-        output_mappings=node_def.output_mappings,
-        config=node_def.config_mapping,
-        tags=node_def.tags,
+        name=graph_def.name,
+        description=graph_def.description,
+        node_defs=[_retag_node(child, k8s, retagged) for child in graph_def.node_defs],
+        dependencies=graph_def.dependencies,
+        input_mappings=graph_def.input_mappings,
+        output_mappings=graph_def.output_mappings,
+        config=graph_def.config_mapping,
+        tags=graph_def.tags,
     )
 
 
-def with_k8s_tags(stage: AssetsDefinition, k8s: KubernetesSettings) -> AssetsDefinition:
+def _retag_node(node_def: Node, k8s: KubernetesSettings, retagged: Retagged) -> Node:
+    """Each original node is re-tagged once: stages copied per round share one op, and a job must too."""
+    if id(node_def) not in retagged:
+        if isinstance(node_def, OpDefinition):
+            retagged[id(node_def)] = _retag_op(node_def, k8s)
+        elif isinstance(node_def, GraphDefinition):
+            retagged[id(node_def)] = _retag_graph(node_def, k8s, retagged)
+        else:
+            raise TypeError(f"cannot place {node_def.name!r} ({type(node_def).__name__}) on Kubernetes")
+    return retagged[id(node_def)]
+
+
+def _with_k8s_tags(stage: AssetsDefinition, k8s: KubernetesSettings, retagged: Retagged) -> AssetsDefinition:
     """``stage`` (an asset, graph-backed asset or asset check) with every op tagged for its pod and pool."""
-    return type(stage)(**{**stage.get_attributes_dict(), "node_def": _retag_node(stage.node_def, k8s)})
+    node_def = _retag_node(stage.node_def, k8s, retagged)
+    return type(stage)(**{**stage.get_attributes_dict(), "node_def": node_def})
 
 
 def kubernetes_wiring(
@@ -130,8 +141,9 @@ def kubernetes_wiring(
     unknown = set(k8s.gpu_memory_by_step) - GPU_OPS
     if unknown:
         raise ValueError(f"kubernetes.gpu_memory_by_step names ops that use no GPU: {sorted(unknown)}")
+    retagged: Retagged = {}
     return KubernetesWiring(
         executor=k8s_executor(settings, profile),
-        assets=[with_k8s_tags(stage, k8s) for stage in assets],
-        asset_checks=[with_k8s_tags(check, k8s) for check in asset_checks],
+        assets=[_with_k8s_tags(stage, k8s, retagged) for stage in assets],
+        asset_checks=[_with_k8s_tags(check, k8s, retagged) for check in asset_checks],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from dagster._core.definitions.data_version import extract_data_version_from_entry
 from upath import UPath
 
 from resources.retry import RetryPolicy
@@ -40,6 +41,8 @@ class ParquetIOManager(ConfigurableIOManager):
                 metadata[column] = ",".join(sorted(obj[column].drop_nulls().unique().to_list()))
         path = self._store().write(obj, self._location(context), metadata)
         context.add_output_metadata({"path": MetadataValue.path(str(path)), "dagster/row_count": obj.height})
+        if context.has_asset_key:
+            context.add_output_metadata({"upstream_data_versions": MetadataValue.json(_upstream_versions(context))})
 
     def load_input(self, context: InputContext) -> pl.DataFrame:
         """Read the upstream asset's table."""
@@ -47,3 +50,15 @@ class ParquetIOManager(ConfigurableIOManager):
         if not path.exists():
             raise FileNotFoundError(f"no table at {path}; materialize the upstream asset first")
         return TableStore.read(path, self._store().policy)
+
+
+def _upstream_versions(context: OutputContext) -> dict[str, str | None]:
+    """The data version of each upstream asset's latest materialization (what this output was made from)."""
+    step = context.step_context
+    parents = step.job_def.asset_layer.asset_graph.get(context.asset_key).parent_keys
+    versions = {}
+    for key in sorted(parents):
+        record = step.instance.get_latest_data_version_record(key)
+        version = extract_data_version_from_entry(record.event_log_entry) if record else None
+        versions[key.to_user_string()] = version.value if version else None
+    return versions

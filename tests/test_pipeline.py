@@ -36,6 +36,9 @@ def test_cli_materializes_every_asset(profile_path: Path, dagster_home: Path, ca
     assert dataset["teacher_version"].unique().to_list() == [teacher_version]
     assert dataset["source_run"].unique().to_list() == [summary["run_id"]]
     assert TableStore.read_metadata(dataset_path)["teacher_version"] == teacher_version
+    dataset_event = instance.get_latest_materialization_event(AssetKey("student_dataset"))
+    upstream = dataset_event.asset_materialization.metadata["upstream_data_versions"].value
+    assert upstream["teacher_checkpoint"] == teacher_version and set(upstream) >= {"seed_prompts", "warm_student"}
 
     synthetic = pl.read_parquet(summary["assets"]["synthetic_instructions"]["path"])
     assert {"prompt_id", "teacher_prompt", "raw_output", "verdict", "kept"} <= set(synthetic.columns)
