@@ -43,18 +43,20 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=...) is what we want
 warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 # The settings each stage depends on; changing any of them changes that asset's code_version.
+GENERATION = ("runtime.seed", "runtime.precision", "runtime.generation_backend")  # generated text depends on these
 STAGE_SETTINGS: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
     (seed_prompts, ("data.seed_prompts", "data.max_instruction_chars")),
     (reference_set, ("data.reference_set", "data.max_instruction_chars")),
     (heldout_set, ("data.heldout_set", "data.max_instruction_chars")),
-    (synthetic_instructions, ("synthesis", "models.teacher", "runtime.seed", "runtime.precision")),
+    (synthetic_instructions, ("synthesis", "models.teacher", *GENERATION)),
     (warm_student, ("warmup", "models.student", "runtime.seed", "runtime.precision")),
     (influence_scores, ("influence", "runtime.precision")),
     (preference_pairs, ("pairs",)),
-    (teacher_checkpoint, ("dpo", "models.teacher", "runtime.seed", "runtime.precision")),
-    (student_dataset, ("student_dataset", "synthesis", "influence", "runtime.seed", "runtime.precision")),
+    (teacher_checkpoint, ("dpo", "models.teacher", "runtime.seed", "runtime.precision", "runtime.accelerate_config",
+                          "runtime.num_processes")),
+    (student_dataset, ("student_dataset", "synthesis", "influence", *GENERATION)),
     (baseline_dataset, ("student_dataset.num_prompts", "student_dataset.seed_offset", "synthesis", "models.teacher",
-                        "runtime.seed", "runtime.precision")),
+                        *GENERATION)),
     (student_evaluation, ("evaluation", "models.student", "runtime.seed", "runtime.precision")),
 ]
 # Round n >= 2 templates: the same settings as their round-1 stage.

@@ -20,11 +20,13 @@ from dagster import (
     Out,
 )
 
+from assets._rounds import ROUND_N
 from dagster_project.settings import KubernetesSettings, Settings
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
 ACCELERATOR_TAG = "montessori/accelerator"
 # Ops that load a model (teacher, student or judge): one pod with a GPU each. Every other op runs on CPU.
+# Round n >= 2 templates (ops named round_n__STAGE) count as their stage.
 GPU_OPS = frozenset({
     "synthetic_instructions",
     "warm_student",
@@ -47,12 +49,18 @@ class KubernetesWiring(NamedTuple):
     asset_checks: list[AssetsDefinition]
 
 
+def stage_of(op_name: str) -> str:
+    """The stage an op runs: its name, without the ``round_n__`` prefix of a round n >= 2 template."""
+    return op_name.removeprefix(f"{ROUND_N}__")
+
+
 def step_k8s_config(k8s: KubernetesSettings, op_name: str) -> dict:
     """The ``dagster-k8s/config`` of one op: GPUs and memory for model-running ops, memory only otherwise."""
-    if op_name not in GPU_OPS:
+    stage = stage_of(op_name)
+    if stage not in GPU_OPS:
         memory = {"memory": k8s.cpu_memory}
         return {"container_config": {"resources": {"requests": memory, "limits": memory}}}
-    gpu = {k8s.gpu_resource: str(k8s.gpus_per_step), "memory": k8s.gpu_memory_by_step.get(op_name, k8s.gpu_memory)}
+    gpu = {k8s.gpu_resource: str(k8s.gpus_per_step), "memory": k8s.gpu_memory_by_step.get(stage, k8s.gpu_memory)}
     pod_spec = {"tolerations": [{"key": k8s.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}]}
     if k8s.gpu_node_selector:
         pod_spec["node_selector"] = dict(k8s.gpu_node_selector)
@@ -81,7 +89,7 @@ def k8s_executor(settings: Settings, profile: str) -> ExecutorDefinition:
 
 
 def _retag_op(op_def: OpDefinition, k8s: KubernetesSettings) -> OpDefinition:
-    on_gpu = op_def.name in GPU_OPS
+    on_gpu = stage_of(op_def.name) in GPU_OPS
     tags = {
         **op_def.tags,
         K8S_CONFIG_TAG: json.dumps(step_k8s_config(k8s, op_def.name)),

@@ -93,7 +93,8 @@ class PipelineResource(ConfigurableResource):
         synthesis = self.settings.synthesis
         store = TableStore(project_path(self.settings.storage.tables), self.settings.storage.retry_policy)
         generator = ChunkedGeneration(
-            self.generator(teacher_folder), store.base / "generation_cache", folder_hash(Path(teacher_folder)),
+            self.generator(teacher_folder), store.base / "generation_cache",
+            f"{self.settings.runtime.generation_backend}:{folder_hash(Path(teacher_folder))}",
             synthesis.chunk_size, log, store,
         )
         seed = self.settings.runtime.seed + seed_offset

@@ -8,6 +8,7 @@ of sent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -185,6 +186,19 @@ def test_executor_caps_gpu_steps_per_run(plan: ExecutionPlan) -> None:
     assert job_def.executor_def.name == "k8s_gpu"
     assert config["tag_concurrency_limits"] == [{"key": "montessori/accelerator", "value": "gpu", "limit": 4}]
     assert config["max_concurrent"] == 8
+
+
+def test_every_round_places_its_model_stages_on_gpus(tmp_path: Path) -> None:
+    profile = tmp_path / "k8s-rounds.yaml"
+    profile.write_text((ROOT / "dagster_project" / "profiles" / "k8s.yaml").read_text() + "rounds: 2\n")
+    job = build_definitions(str(profile)).resolve_job_def(PIPELINE_JOB)
+    steps = {step.key: step for step in create_execution_plan(job).steps}  # shards unmapped: "[?]"
+    round_two = {"round_n__synthetic_instructions", "warm_student_2", "influence_scores_2.score_influence_shard[?]",
+                 "round_n__teacher_checkpoint", "teacher_checkpoint_teacher_loads_and_generates_2"}
+    round_one = GPU_STEPS - SHARD_STEPS | {"influence_scores.score_influence_shard[?]"}
+    assert {key for key, step in steps.items() if step.pool == "gpu"} == round_one | round_two
+    dpo = json.loads(steps["round_n__teacher_checkpoint"].tags["dagster-k8s/config"])
+    assert dpo["container_config"]["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "64Gi"}
 
 
 @pytest.mark.parametrize("profile", ["demo", "test", "gpu"])

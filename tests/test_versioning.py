@@ -45,9 +45,12 @@ def test_dpo_change_makes_exactly_teacher_and_downstream_stale(
     assert status["teacher_checkpoint"]["status"] == "stale" and "code" in status["teacher_checkpoint"]["reason"]
     assert status["student_dataset"]["status"] == "stale"
     assert all(status[name]["status"] == "fresh" for name in UPSTREAM_OF_TEACHER)
+    assert status["baseline_dataset"]["status"] == "fresh"  # beside the teacher, not downstream of it
 
     rerun = run_json(capsys, "run", "--profile", str(changed), "--stale-only", "--json")
-    assert sorted(rerun["assets"]) == ["student_dataset", "teacher_checkpoint"]
+    assert sorted(rerun["assets"]) == [
+        "evaluation_report", "student_dataset", "student_evaluation", "teacher_checkpoint",
+    ]  # the teacher and exactly its descendants
     status = run_json(capsys, "status", "--profile", str(changed), "--json")
     assert {row["status"] for row in status.values()} == {"fresh"}
 
