@@ -11,11 +11,14 @@ import pytest
 import torch
 from matplotlib import image as mpimg
 
+from dagster_project.settings import project_path
+from resources.datasets import load_examples
 from resources.diversity import distinct_n, diversity_drop, diversity_stats, mean_pairwise_rouge_l
 from resources.evaluation import SFTParams, compare, equal_size, evaluate_students
 from resources.judge import PairwiseJudge
 from resources.models import load_causal_lm, resolve_model_source
 from resources.report import PNG_SIGNATURE, ReportPage, comparison_png, curve_png, histogram_png
+from resources.storage import frame_hash
 from resources.weighting import curriculum, sample_weights
 
 HELDOUT = pl.DataFrame({
@@ -121,3 +124,9 @@ def test_report_plots_are_valid_pngs(tmp_path: Path) -> None:
     page = Path(files["report.md"].path).read_text()
     assert "![loss.png](loss.png)" in page and page.startswith("# title")
     assert "data:image/png;base64," in ReportPage(["# t"], plots).render(inline=True)
+
+
+def test_task_specific_reference_set_is_a_valid_reference_set() -> None:
+    math = load_examples(str(project_path("data/reference_math.jsonl")), ["id", "instruction", "response"], 2000)
+    general = load_examples(str(project_path("data/reference_set.jsonl")), ["id", "instruction", "response"], 2000)
+    assert math.height == 12 and frame_hash(math) != frame_hash(general)  # another influence cache key

@@ -80,6 +80,9 @@ def test_evaluation_and_report(profile_path: Path, dagster_home: Path, capsys) -
     assert trained.height == 4 and trained["train_rows"].n_unique() == 1  # 2 seeds x 2 datasets, equal sizes
     assert results.filter(pl.col("dataset") == "untuned").height == 1
     assert results["heldout_loss"].is_finite().all()
+    judged = results.filter(pl.col("judge_preference").is_not_null())  # the test profile sets a judge model
+    assert judged["dataset"].unique().to_list() == ["montessori"] and judged.height == 2
+    assert judged["judge_preference"].is_between(0.0, 1.0).all()
 
     report = Path(assets["evaluation_report"]["path"]).parent / "report"
     names = {p.name for p in report.iterdir()}
