@@ -48,10 +48,8 @@ def student_evaluation(
     context.log.info(comparison.sentence())
     return table_output(
         results, results.columns,
-        comparison=comparison.sentence(), montessori_mean_loss=comparison.treatment_mean,
-        montessori_std_loss=comparison.treatment_std, self_instruct_mean_loss=comparison.control_mean,
-        self_instruct_std_loss=comparison.control_std, difference=comparison.difference,
-        standard_error=comparison.noise, seeds=comparison.seeds,
+        comparison=comparison.sentence(), verdict=comparison.verdict, paired_difference=comparison.difference,
+        standard_error=comparison.standard_error, p_value=comparison.p_value, seeds=comparison.seeds,
     )
 
 
@@ -59,28 +57,24 @@ def _diversity_table(texts: dict[str, list[str]]) -> pl.DataFrame:
     return pl.DataFrame([{"instructions": name, **diversity_stats(values)} for name, values in texts.items()])
 
 
+REPORT_INPUTS = ("synthetic_instructions", "preference_pairs", "teacher_checkpoint", "baseline_dataset",
+                 "student_dataset", "student_evaluation")
+
+
 def build_evaluation_report(influence_keys: list[AssetKey]) -> AssetsDefinition:
     """The report asset, reading the influence scores of every round (``influence_keys``, round order)."""
+    rounds = {f"influence_round_{n}": AssetIn(key) for n, key in enumerate(influence_keys, start=1)}
+    named = {name: AssetIn(name) for name in REPORT_INPUTS}
 
-    @asset(group_name="evaluation", kinds={"parquet"},
-           ins={f"influence_round_{n}": AssetIn(key) for n, key in enumerate(influence_keys, start=1)})
+    @asset(group_name="evaluation", kinds={"parquet"}, ins={**named, **rounds})
     def evaluation_report(
-        context: AssetExecutionContext,
-        pipeline: PipelineResource,
-        synthetic_instructions: pl.DataFrame,
-        preference_pairs: pl.DataFrame,
-        teacher_checkpoint: pl.DataFrame,
-        baseline_dataset: pl.DataFrame,
-        student_dataset: pl.DataFrame,
-        student_evaluation: pl.DataFrame,
-        **influence_by_round: pl.DataFrame,
+        context: AssetExecutionContext, pipeline: PipelineResource, **inputs: pl.DataFrame
     ) -> Output[pl.DataFrame]:
         """A markdown page with PNG plots (influence per round, preference margins, DPO curve, held-out loss)
         and the diversity monitors, attached to the materialization and written under ``{tables}/report/``."""
-        influence = {name.replace("influence_", "").replace("_", " "): table["influence"].to_list()
-                     for name, table in influence_by_round.items()}
-        return _report(context, pipeline, influence, synthetic_instructions, preference_pairs, teacher_checkpoint,
-                       baseline_dataset, student_dataset, student_evaluation)
+        influence = {name.removeprefix("influence_").replace("_", " "): inputs.pop(name)["influence"].to_list()
+                     for name in rounds}
+        return _report(context, pipeline, influence, **inputs)
 
     return evaluation_report
 

@@ -27,7 +27,7 @@ def diversity_stats(texts: Sequence[str]) -> dict[str, float]:
     """distinct-1/2, mean pairwise ROUGE-L and the word-length distribution of ``texts``."""
     lengths = np.array([len(rouge_tokens(text)) for text in texts] or [0])
     return {
-        "count": float(len(texts)),
+        "count": len(texts),
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "mean_pairwise_rouge_l": mean_pairwise_rouge_l(texts),

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import polars as pl
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from scipy.stats import ttest_rel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
 from resources.examples import collate, encode_pairs, per_example_loss
 from resources.judge import student_answers
@@ -61,6 +62,7 @@ def sft_student(
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_records(rows)),
                              processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)
         result = trainer.train()
     check_finite(result.training_loss, "student SFT loss")
     model.eval()
@@ -126,54 +128,70 @@ def evaluate_students(
 
 @dataclass(frozen=True)
 class Comparison:
-    """Held-out loss of students trained on ``treatment`` vs ``control`` data, over seeds."""
+    """Held-out losses of students trained on ``treatment`` vs ``control`` data, paired by seed (the same
+    seed gives both runs the same data order and initialization, so the per-seed differences are the
+    cleanest measure of the data's effect)."""
 
     treatment: str
     control: str
-    treatment_mean: float
-    treatment_std: float
-    control_mean: float
-    control_std: float
-    seeds: int
+    treatment_losses: tuple[float, ...]
+    control_losses: tuple[float, ...]
+    significance: float = 0.05
+
+    @property
+    def seeds(self) -> int:
+        """Number of seeds (pairs)."""
+        return len(self.treatment_losses)
+
+    def mean_std(self, losses: tuple[float, ...]) -> tuple[float, float]:
+        """Mean and sample standard deviation (0 for one value)."""
+        return statistics.fmean(losses), statistics.stdev(losses) if len(losses) > 1 else 0.0
 
     @property
     def difference(self) -> float:
-        """treatment minus control (negative: the treatment's student has the lower held-out loss)."""
-        return self.treatment_mean - self.control_mean
+        """Mean of treatment minus control (negative: the treatment's student has the lower held-out loss)."""
+        return statistics.fmean(t - c for t, c in zip(self.treatment_losses, self.control_losses, strict=True))
 
     @property
-    def noise(self) -> float:
-        """Standard error of the difference of the two means (0 with a single seed)."""
-        return math.sqrt((self.treatment_std**2 + self.control_std**2) / self.seeds)
+    def standard_error(self) -> float:
+        """Standard error of the mean paired difference (0 with one seed)."""
+        diffs = [t - c for t, c in zip(self.treatment_losses, self.control_losses, strict=True)]
+        return statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided paired t-test p-value (nan with one seed or identical differences)."""
+        if self.seeds < 2 or self.standard_error == 0:
+            return math.nan
+        return float(ttest_rel(self.treatment_losses, self.control_losses).pvalue)
 
     @property
     def verdict(self) -> str:
-        """Plain-words reading: which student is better, and whether that is beyond twice the noise."""
-        if self.seeds < 2:
-            return "one seed only: no spread, so noise cannot be told apart"
-        if abs(self.difference) <= 2 * self.noise:
-            return "within noise (|difference| <= 2 standard errors)"
+        """Plain-words reading: which student is better, and whether the paired t-test can tell it from noise."""
+        if math.isnan(self.p_value):
+            return "not testable (one seed, or no spread between seeds): add seeds to tell a difference from noise"
         better = self.treatment if self.difference < 0 else self.control
-        return f"{better} is better beyond noise (|difference| > 2 standard errors)"
+        if self.p_value < self.significance:
+            return f"{better} is better (paired t-test p={self.p_value:.3f})"
+        return f"within noise: {better} is ahead but the paired t-test gives p={self.p_value:.3f}"
 
     def sentence(self) -> str:
         """One line for logs and the CLI."""
+        (t_mean, t_std), (c_mean, c_std) = self.mean_std(self.treatment_losses), self.mean_std(self.control_losses)
         return (
-            f"held-out loss {self.treatment} {self.treatment_mean:.4f} ± {self.treatment_std:.4f} vs "
-            f"{self.control} {self.control_mean:.4f} ± {self.control_std:.4f} over {self.seeds} seed(s): "
-            f"difference {self.difference:+.4f} (standard error {self.noise:.4f}), {self.verdict}"
+            f"held-out loss {self.treatment} {t_mean:.4f} ± {t_std:.4f} vs {self.control} {c_mean:.4f} ± "
+            f"{c_std:.4f} (mean ± sd over {self.seeds} seed(s)); paired difference {self.difference:+.4f} ± "
+            f"{self.standard_error:.4f} (standard error): {self.verdict}"
         )
 
 
 def compare(results: pl.DataFrame, treatment: str, control: str) -> Comparison:
-    """Mean and sample standard deviation of each dataset's held-out loss over seeds."""
-
-    def stats(name: str) -> tuple[float, float, int]:
-        losses = results.filter(pl.col("dataset") == name)["heldout_loss"].to_list()
-        if not losses:
-            raise ValueError(f"no evaluation results for dataset {name!r}")
-        return statistics.fmean(losses), statistics.stdev(losses) if len(losses) > 1 else 0.0, len(losses)
-
-    t_mean, t_std, n = stats(treatment)
-    c_mean, c_std, _ = stats(control)
-    return Comparison(treatment, control, t_mean, t_std, c_mean, c_std, n)
+    """Pair each seed's held-out loss of the ``treatment`` student with the ``control`` student's."""
+    paired = (
+        results.filter(pl.col("dataset") == treatment).select("seed", treatment=pl.col("heldout_loss"))
+        .join(results.filter(pl.col("dataset") == control).select("seed", control=pl.col("heldout_loss")), on="seed")
+        .sort("seed")
+    )
+    if paired.height == 0:
+        raise ValueError(f"no seed has evaluation results for both {treatment!r} and {control!r}")
+    return Comparison(treatment, control, tuple(paired["treatment"]), tuple(paired["control"]))

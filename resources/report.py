@@ -78,7 +78,7 @@ def embedded_image(name: str, png: bytes) -> str:
 def markdown_table(table: pl.DataFrame) -> str:
     """A small table as markdown."""
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, float_precision=4):
+                   tbl_rows=-1, tbl_cols=-1, tbl_width_chars=10_000, fmt_str_lengths=80, float_precision=4):
         return str(table)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, Trainer, TrainerCallback
 
 from resources.examples import EncodedExample, collate, per_example_loss
 from resources.models import load_causal_lm
@@ -219,6 +219,7 @@ def train_dpo(
             callbacks=[recorder],
             peft_config=params.lora.peft_config() if params.lora else None,
         )
+        trainer.remove_callback(PrinterCallback)  # the step log gets the history, not raw dicts on stdout
         if len(trainer.train_dataset) == 0:
             raise ValueError(
                 f"every preference pair's prompt is longer than dpo.max_length={params.max_length} tokens; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import polars as pl
 import pytest
 import torch
 from matplotlib import image as mpimg
+from scipy.stats import ttest_rel
 
 from dagster_project.settings import project_path
 from resources.datasets import load_examples
@@ -61,20 +63,26 @@ def test_seeds_give_a_spread_and_datasets_are_cut_to_equal_size(student: str) ->
     assert results.filter(pl.col("dataset") != "untuned")["train_rows"].unique().to_list() == [5]
     comparison = compare(results, "long", "short")
     assert comparison.seeds == 2
-    assert comparison.treatment_std > 0 or comparison.control_std > 0  # shuffling order differs by seed
+    assert len(set(comparison.treatment_losses)) == 2  # the seed changes the data order, hence the student
     with pytest.raises(ValueError, match="no rows"):
         equal_size({"x": dataset("a"), "empty": dataset("a").head(0)})
 
 
-def test_comparison_statistics_and_verdict() -> None:
-    results = pl.DataFrame({"dataset": ["t", "t", "c", "c"], "heldout_loss": [1.0, 1.2, 2.0, 2.2]})
+def test_comparison_is_paired_by_seed() -> None:
+    results = pl.DataFrame({"dataset": ["t"] * 3 + ["c"] * 3, "seed": [0, 1, 2] * 2,
+                            "heldout_loss": [1.0, 2.0, 3.0, 1.1, 2.12, 3.09]})
     comparison = compare(results, "t", "c")
-    assert comparison.difference == pytest.approx(-1.0)
-    assert comparison.noise == pytest.approx(math.sqrt((0.02 + 0.02) / 2))
-    assert comparison.verdict.startswith("t is better beyond noise")
-    close = compare(pl.DataFrame({"dataset": ["t", "t", "c", "c"], "heldout_loss": [1.0, 1.2, 1.1, 1.3]}), "t", "c")
-    assert close.verdict.startswith("within noise")
-    assert "one seed" in compare(results.head(1).vstack(results.slice(2, 1)), "t", "c").verdict
+    assert comparison.seeds == 3
+    assert comparison.difference == pytest.approx(-0.1033333, abs=1e-6)
+    assert comparison.standard_error == pytest.approx(statistics.stdev([-0.1, -0.12, -0.09]) / math.sqrt(3))
+    # the seeds' spread (sd 1.0) dwarfs the difference, but pairing sees it consistently: p < 0.05
+    assert comparison.p_value == pytest.approx(ttest_rel([1.0, 2.0, 3.0], [1.1, 2.12, 3.09]).pvalue)
+    assert comparison.verdict.startswith("t is better (paired t-test p=")
+    noisy = results.with_columns(heldout_loss=pl.Series([1.0, 2.0, 3.0, 0.9, 2.12, 3.01]))
+    assert compare(noisy, "t", "c").verdict.startswith("within noise")
+    assert compare(results.filter(pl.col("seed") == 0), "t", "c").verdict.startswith("not testable")
+    with pytest.raises(ValueError, match="no seed"):
+        compare(results, "t", "missing")
 
 
 def test_judge_is_symmetric_and_a_probability(model_cache: Path) -> None:
