@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, 
 from assets._output import table_output
 from dagster_project.resource import PipelineResource
 from dagster_project.settings import project_path
-from resources.diversity import diversity_stats
+from resources.diversity import diversity_stats, shared_texts
 from resources.evaluation import SFTParams, compare, evaluate_students
 from resources.judge import PairwiseJudge, judge_students
 from resources.models import load_causal_lm
@@ -45,11 +45,14 @@ def student_evaluation(
                                "judge_preference": list(preference.values())})
         results = results.join(judged, on=["dataset", "seed"], how="left")
     comparison = compare(results, MONTESSORI, SELF_INSTRUCT)
-    context.log.info(comparison.sentence())
+    shared = shared_texts(student_dataset["instruction"], baseline_dataset["instruction"])
+    context.log.info(f"{comparison.sentence()}; {shared} of {student_dataset.height} Montessori instructions "
+                     "are also in the baseline")
     return table_output(
         results, results.columns,
         comparison=comparison.sentence(), verdict=comparison.verdict, paired_difference=comparison.difference,
         standard_error=comparison.standard_error, p_value=comparison.p_value, seeds=comparison.seeds,
+        instructions_shared_with_baseline=shared,
     )
 
 
@@ -111,6 +114,9 @@ def _report(
         "# Montessori-Instruct report",
         f"Teacher `{teacher_checkpoint['teacher_version'][0]}`, run `{context.run.run_id}`.",
         f"**Montessori vs Self-Instruct:** {comparison.sentence()}",
+        f"{shared_texts(student_dataset['instruction'], baseline_dataset['instruction'])} of "
+        f"{student_dataset.height} Montessori instructions are identical to a baseline instruction (same prompts and "
+        "seeds: the closer the tuned teacher is to the untuned one, the more rows the two datasets share).",
         markdown_table(student_evaluation),
         "## Diversity of instructions", markdown_table(diversity),
     ], plots)

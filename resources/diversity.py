@@ -42,3 +42,8 @@ def diversity_drop(before: dict[str, float], after: dict[str, float]) -> float:
     if before["distinct_2"] == 0:
         return 0.0
     return max(0.0, 1 - after["distinct_2"] / before["distinct_2"])
+
+
+def shared_texts(first: Sequence[str], second: Sequence[str]) -> int:
+    """How many distinct texts of ``first`` also appear in ``second``."""
+    return len(set(first) & set(second))
