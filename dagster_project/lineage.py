@@ -96,5 +96,6 @@ def find_materialization(instance: DagsterInstance, target: str) -> EventLogReco
 
 
 def file_stamp(path: str) -> dict[str, str]:
-    """What a copied dataset file says about itself (run id, asset, teacher_version)."""
-    return TableStore.read_metadata(path)
+    """What a copied dataset file says about itself (run id, asset, teacher_version); Parquet's own
+    entries (the Arrow schema) are left out."""
+    return {k: v for k, v in TableStore.read_metadata(path).items() if not k.startswith("ARROW:")}

@@ -63,6 +63,7 @@ def test_dpo_change_makes_exactly_teacher_and_downstream_stale(
     shutil.copy(dataset_path, copied)
     report = run_json(capsys, "audit", str(copied), "--json")
     assert report["file"]["teacher_version"] == new_version
+    assert set(report["file"]) == {"asset_key", "dagster_run_id", "teacher_version"}
     tree = report["lineage"]
     teacher = next(n for n in tree["inputs"] if n["asset"] == "teacher_checkpoint")
     assert teacher["metadata"]["teacher_version"] == new_version and teacher["run_id"] == rerun["run_id"]
