@@ -28,6 +28,12 @@ def test_scientific_notation_reads_as_float(tmp_path: Path) -> None:
         ("runtime:\n  device: tpu\n", "runtime.device"),
         ("warmup:\n  batch_size: '2'\n", "warmup.batch_size"),
         ("surprise: 1\n", "surprise"),
+        ("runtime:\n  generation_backend: tgi\n", "runtime.generation_backend"),
+        ("runtime:\n  gpu_memory_utilization: 1.5\n", "runtime.gpu_memory_utilization"),
+        ("runtime:\n  num_processes: 0\n", "runtime.num_processes"),
+        ("dpo:\n  lora:\n    rank: 8\n", "dpo.lora.rank"),
+        ("evaluation:\n  seeds: []\n", "evaluation.seeds"),
+        ("rounds: 0\n", "rounds"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, key: str) -> None:
