@@ -124,12 +124,13 @@ class CheckpointStore:
         self.policy = policy
 
     def publish(self, folder: Path, name: str) -> PublishedCheckpoint:
-        """Copy ``folder`` into the store under its content hash; identical content is stored once."""
+        """Copy ``folder`` into the store under its content hash; identical content is stored once (a local
+        copy that no longer matches its hash, e.g. damaged on disk, is replaced)."""
         content_hash = folder_hash(folder)
         target = self.base / name / content_hash[:16]
         manifest = json.dumps({"content_hash": content_hash, "files": _relative_files(folder)})
         if is_local(target):
-            _publish_local(folder, Path(target.path), manifest)
+            _publish_local(folder, Path(target.path), manifest, content_hash)
         elif not (target / MANIFEST_FILE).exists():
             for relative in _relative_files(folder):
                 publish_bytes(target / relative, (folder / relative).read_bytes(), self.policy)
@@ -159,8 +160,9 @@ def _relative_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def _publish_local(folder: Path, target: Path, manifest: str) -> None:
-    if (target / MANIFEST_FILE).exists():
+def _publish_local(folder: Path, target: Path, manifest: str, content_hash: str) -> None:
+    """Copy ``folder`` to ``target`` unless an intact copy is already there; a damaged one is replaced."""
+    if (target / MANIFEST_FILE).exists() and folder_hash(target, exclude=(MANIFEST_FILE,)) == content_hash:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

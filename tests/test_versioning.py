@@ -10,6 +10,7 @@ import polars as pl
 from safetensors.torch import load_file, save_file
 
 from dagster_project.cli import main
+from resources.storage import CheckpointStore, PublishedCheckpoint
 from tests.conftest import write_profile
 
 UPSTREAM_OF_TEACHER = [
@@ -74,22 +75,43 @@ def test_dpo_change_makes_exactly_teacher_and_downstream_stale(
     assert "seed_prompts" in seeds
 
 
+def corrupt(weights: Path) -> None:
+    """Change one tensor of a stored safetensors file in place."""
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
 def test_failing_blocking_check_stops_downstream(
-    profile_path: Path, dagster_home: Path, capsys  # noqa: ANN001
+    profile_path: Path, dagster_home: Path, capsys, monkeypatch  # noqa: ANN001
 ) -> None:
+    publish = CheckpointStore.publish
+
+    def publish_then_corrupt(self: CheckpointStore, folder: Path, name: str) -> PublishedCheckpoint:
+        published = publish(self, folder, name)
+        if name == "teacher":  # the stored teacher no longer matches its teacher_version
+            corrupt(Path(published.uri) / "model.safetensors")
+        return published
+
+    monkeypatch.setattr(CheckpointStore, "publish", publish_then_corrupt)
+    capsys.readouterr()
+    assert main(["run", "--profile", str(profile_path), "--json"]) == 1
+    out = capsys.readouterr().out
+    table = out.split("asset")[-1]
+    assert "teacher_checkpoint" in table
+    assert "student_dataset " not in table and "evaluation_report" not in table  # never materialized
+
+
+def test_rerun_repairs_a_damaged_checkpoint(profile_path: Path, dagster_home: Path, capsys) -> None:  # noqa: ANN001
     summary = run_json(capsys, "run", "--profile", str(profile_path), "--json")
     teacher = pl.read_parquet(summary["assets"]["teacher_checkpoint"]["path"])
     weights = Path(teacher["uri"][0]) / "model.safetensors"
-    tensors = load_file(weights)
-    name = next(iter(tensors))
-    tensors[name] = tensors[name] + 1.0  # corrupt the stored teacher
-    save_file(tensors, weights, metadata={"format": "pt"})
-
-    capsys.readouterr()
-    assert main(["run", "--profile", str(profile_path), "--select", "teacher_checkpoint*", "--json"]) == 1
-    out = capsys.readouterr().out
-    assert "teacher_checkpoint" in out
-    assert "student_dataset " not in out.split("asset")[-1]  # student_dataset was not materialized
+    intact = weights.read_bytes()
+    corrupt(weights)
+    rerun = run_json(capsys, "run", "--profile", str(profile_path), "--select", "teacher_checkpoint*", "--json")
+    assert "student_dataset" in rerun["assets"]  # the blocking check passed again
+    assert weights.read_bytes() == intact
 
 
 def test_identical_rematerialization_keeps_downstream_fresh(
