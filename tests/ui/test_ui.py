@@ -1,7 +1,8 @@
 """The Dagster UI for real: `dagster dev` on the test profile, driven by headless Chromium.
 
 Opens the asset graph, launches "Materialize all", waits for the run to succeed, opens the student
-dataset's asset page and finds its teacher_version there. Screenshots go to ``.test-artifacts/``.
+dataset's asset page and finds its teacher_version there, then opens the evaluation report's markdown and
+checks that its plots render. Screenshots go to ``.test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -107,4 +108,13 @@ def test_materialize_all_from_the_ui(webserver) -> None:  # noqa: ANN001
         page.goto(f"{url}/assets/student_dataset", wait_until="networkidle")
         page.get_by_text(teacher_version).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "ui-student-dataset.png"), full_page=True)
+
+        page.goto(f"{url}/assets/evaluation_report", wait_until="networkidle")
+        page.get_by_text("Show Markdown").first.click(timeout=60_000)  # the report metadata entry
+        plot = page.locator('img[src^="data:image/png;base64,"]').first
+        plot.wait_for(timeout=60_000)
+        assert plot.evaluate("img => img.naturalWidth") > 100  # the PNG decoded in the browser
+        page.get_by_text("Montessori vs Self-Instruct").first.wait_for(timeout=10_000)
+        page.wait_for_timeout(1_000)  # let the dialog finish fading in
+        page.screenshot(path=str(ARTIFACTS / "ui-evaluation-report.png"), full_page=True)
         browser.close()
