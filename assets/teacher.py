@@ -69,8 +69,9 @@ def tune_teacher(
         "teacher_version": [teacher_version], "uri": [published.uri], "base_model": [base],
         "beta": [params.beta], "learning_rate": [params.learning_rate], "epochs": [params.epochs],
         "batch_size": [params.batch_size], "pairs": [preference_pairs.height], "run_id": [context.run.run_id],
+        "lora": [params.lora is not None], "accelerate_config": [pipeline.settings.runtime.accelerate_config],
         "dpo_history": [json.dumps(history)],
-    })
+    }, schema_overrides={"accelerate_config": pl.String})
     context.log.info(f"teacher_version {teacher_version} at {published.uri}")
     return table_output(manifest, ["teacher_version", "uri", "pairs"], version=teacher_version,
                         teacher_version=teacher_version, base_model=base, dpo_log=MetadataValue.json(history))
