@@ -36,6 +36,7 @@ def student_evaluation(
     results, answers = evaluate_students(
         pipeline.model_folder("student"), datasets, heldout_set, params, settings.seeds, pipeline.device,
         pipeline.dtype, context.log.info, answer_tokens=settings.judge_max_new_tokens if settings.judge else 0,
+        launch=pipeline.accelerate_launch(),
     )
     if settings.judge:
         judge = PairwiseJudge(*load_causal_lm(pipeline.resolve_model(settings.judge), pipeline.device,

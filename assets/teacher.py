@@ -10,8 +10,7 @@ from dagster import AssetExecutionContext, MetadataValue, Output, asset
 from assets._output import table_output
 from assets._rounds import PREVIOUS_TEACHER, ROUND_N
 from dagster_project.resource import PipelineResource
-from dagster_project.settings import project_path
-from resources.accelerate_launch import AccelerateLaunch, run_dpo
+from resources.accelerate_launch import run_dpo
 from resources.pairs import build_pairs, positive_share
 from resources.training import DPOParams, LoraParams
 
@@ -45,14 +44,6 @@ def dpo_params(pipeline: PipelineResource) -> DPOParams:
                      settings.max_length, pipeline.settings.runtime.seed, adapter)
 
 
-def accelerate_launch(pipeline: PipelineResource) -> AccelerateLaunch | None:
-    """``accelerate launch`` settings when ``runtime.accelerate_config`` is set, else None (train in process)."""
-    runtime = pipeline.settings.runtime
-    if runtime.accelerate_config is None:
-        return None
-    return AccelerateLaunch(project_path(runtime.accelerate_config), runtime.num_processes)
-
-
 def tune_teacher(
     context: AssetExecutionContext, pipeline: PipelineResource, preference_pairs: pl.DataFrame, base: str
 ) -> Output[pl.DataFrame]:
@@ -62,7 +53,7 @@ def tune_teacher(
     context.log.info(f"DPO of {base} on {preference_pairs.height} pairs: {params}")
     with tempfile.TemporaryDirectory() as scratch:
         history = run_dpo(base, preference_pairs, params, Path(scratch), pipeline.device,
-                          pipeline.settings.runtime.precision, accelerate_launch(pipeline), context.log.info)
+                          pipeline.settings.runtime.precision, pipeline.accelerate_launch(), context.log.info)
         published = pipeline.checkpoints().publish(Path(scratch), "teacher")
     teacher_version = published.content_hash[:16]
     manifest = pl.DataFrame({

@@ -57,7 +57,8 @@ STAGE_SETTINGS: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
     (student_dataset, ("student_dataset", "synthesis", "influence", *GENERATION)),
     (baseline_dataset, ("student_dataset.num_prompts", "student_dataset.seed_offset", "synthesis", "models.teacher",
                         *GENERATION)),
-    (student_evaluation, ("evaluation", "models.student", "runtime.seed", "runtime.precision")),
+    (student_evaluation, ("evaluation", "models.student", "runtime.seed", "runtime.precision",
+                          "runtime.accelerate_config", "runtime.num_processes")),
 ]
 # Round n >= 2 templates: the same settings as their round-1 stage.
 ROUND_TEMPLATES: list[tuple[AssetsDefinition, tuple[str, ...]]] = [

@@ -11,6 +11,7 @@ import torch
 from dagster import ConfigurableResource
 
 from dagster_project.settings import Settings, load_settings, project_path
+from resources.accelerate_launch import AccelerateLaunch
 from resources.generation import Generator, SamplingParams, TransformersGenerator, rate_logger
 from resources.generation_cache import ChunkedGeneration
 from resources.models import load_causal_lm, resolve_device, resolve_dtype, resolve_model_source
@@ -79,6 +80,13 @@ class PipelineResource(ConfigurableResource):
             n=n,
             seed=self.settings.runtime.seed + seed_offset,
         )
+
+    def accelerate_launch(self) -> AccelerateLaunch | None:
+        """``accelerate launch`` settings when ``runtime.accelerate_config`` is set, else None (train in process)."""
+        runtime = self.settings.runtime
+        if runtime.accelerate_config is None:
+            return None
+        return AccelerateLaunch(project_path(runtime.accelerate_config), runtime.num_processes)
 
     def checkpoints(self) -> CheckpointStore:
         """The checkpoint store under ``storage.checkpoints``."""

@@ -52,8 +52,8 @@ class RuntimeSettings(StrictModel):
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0, description="vllm: share of GPU memory it may take")
     accelerate_config: str | None = Field(
         None,
-        description="accelerate config YAML (e.g. deploy/accelerate/ddp.yaml): teacher DPO runs in a subprocess "
-        "through `accelerate launch`; null trains in the Dagster step's own process",
+        description="accelerate config YAML (e.g. deploy/accelerate/ddp.yaml): teacher DPO and the evaluation's "
+        "student SFT run in a subprocess through `accelerate launch`; null trains in the Dagster step's own process",
     )
     num_processes: int | None = Field(
         None, gt=0, description="accelerate: processes (GPUs) to launch; null takes the config file's value"

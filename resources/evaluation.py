@@ -12,26 +12,18 @@ import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import torch
 from scipy.stats import ttest_rel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
+from resources.accelerate_launch import AccelerateLaunch, run_sft
 from resources.examples import collate, encode_pairs, per_example_loss
 from resources.judge import student_answers
 from resources.models import load_causal_lm
-from resources.training import check_finite
-
-
-@dataclass(frozen=True)
-class SFTParams:
-    """Student fine-tuning hyperparameters shared by every dataset being compared."""
-
-    learning_rate: float = 2e-5
-    epochs: float = 1.0
-    batch_size: int = 4
-    max_length: int = 256
+from resources.training import SFTParams, check_finite, save_policy
 
 
 def sft_records(rows: pl.DataFrame) -> list[dict[str, list[dict[str, str]]]]:
@@ -44,9 +36,11 @@ def sft_records(rows: pl.DataFrame) -> list[dict[str, list[dict[str, str]]]]:
 
 
 def sft_student(
-    student_folder: str, rows: pl.DataFrame, params: SFTParams, seed: int, device: torch.device, dtype: torch.dtype
+    student_folder: str, rows: pl.DataFrame, params: SFTParams, seed: int, device: torch.device, dtype: torch.dtype,
+    output_folder: Path | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Fine-tune a fresh copy of the student on ``rows`` (instruction, response) with TRL SFT."""
+    """Fine-tune a fresh copy of the student on ``rows`` (instruction, response) with TRL SFT; with
+    ``output_folder``, also save it there (every process of a distributed run must call this)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -64,9 +58,24 @@ def sft_student(
                              processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)
         result = trainer.train()
+        if output_folder is not None:
+            save_policy(trainer, output_folder, merge_adapter=False, dtype=dtype)
     check_finite(result.training_loss, "student SFT loss")
     model.eval()
     return model, tokenizer
+
+
+def fine_tune(
+    student_folder: str, rows: pl.DataFrame, params: SFTParams, seed: int, device: torch.device, dtype: torch.dtype,
+    launch: AccelerateLaunch | None, log: Callable[[str], None],
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """:func:`sft_student` in this process, or under ``accelerate launch`` (then loaded from its output)."""
+    if launch is None:
+        return sft_student(student_folder, rows, params, seed, device, dtype)
+    with tempfile.TemporaryDirectory() as scratch:
+        run_sft(student_folder, rows, params, seed, Path(scratch), device, dtype, launch, log)
+        model, tokenizer = load_causal_lm(scratch, device, dtype)
+    return model.eval(), tokenizer
 
 
 @torch.inference_mode()
@@ -102,10 +111,12 @@ def evaluate_students(
     dtype: torch.dtype,
     log: Callable[[str], None],
     answer_tokens: int = 0,
+    launch: AccelerateLaunch | None = None,
 ) -> tuple[pl.DataFrame, dict[tuple[str, int], list[str]]]:
     """One row per (dataset, seed): the held-out loss and perplexity of the student fine-tuned on it; the
     untuned student is measured once as dataset ``untuned``. With ``answer_tokens``, each fine-tuned
-    student also answers the held-out instructions (greedy), returned by (dataset, seed) for a judge."""
+    student also answers the held-out instructions (greedy), returned by (dataset, seed) for a judge.
+    With ``launch``, each fine-tuning runs on several processes through ``accelerate launch``."""
     base, tokenizer = load_causal_lm(student_folder, device, dtype)
     untuned = heldout_loss(base, tokenizer, heldout, params.max_length)
     del base
@@ -114,7 +125,7 @@ def evaluate_students(
     datasets = equal_size(datasets)
     for seed in seeds:
         for name, frame in datasets.items():
-            model, tokenizer = sft_student(student_folder, frame, params, seed, device, dtype)
+            model, tokenizer = fine_tune(student_folder, frame, params, seed, device, dtype, launch, log)
             loss = heldout_loss(model, tokenizer, heldout, params.max_length)
             log(f"student SFT on {name} ({frame.height} rows, seed {seed}): held-out loss {loss:.4f}")
             rows.append({"dataset": name, "seed": seed, "train_rows": frame.height, "heldout_loss": loss})

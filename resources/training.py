@@ -140,6 +140,16 @@ class LoraParams:
 
 
 @dataclass(frozen=True)
+class SFTParams:
+    """Student fine-tuning (TRL SFT) hyperparameters shared by every dataset being compared."""
+
+    learning_rate: float = 2e-5
+    epochs: float = 1.0
+    batch_size: int = 4
+    max_length: int = 256
+
+
+@dataclass(frozen=True)
 class DPOParams:
     """Teacher DPO hyperparameters (the paper: beta 0.1, lr 1e-6, one epoch, batch 2)."""
 

@@ -3,18 +3,21 @@ really runs as two processes under ``accelerate launch`` (gloo) and writes a loa
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
-from assets.teacher import accelerate_launch, dpo_params
+from assets.teacher import dpo_params
 from dagster_project.resource import PipelineResource
 from dagster_project.settings import PROJECT_ROOT, load_settings
 from resources.accelerate_launch import AccelerateLaunch, run_dpo
+from resources.evaluation import fine_tune, heldout_loss
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import DPOParams, LoraParams
+from resources.training import DPOParams, LoraParams, SFTParams
 from tests.conftest import write_profile
 from tests.test_training import PAIRS
 
@@ -33,8 +36,8 @@ def test_engine_settings_reach_the_teacher_stage(tmp_path: Path, model_cache: Pa
     )
     pipeline = PipelineResource(profile=str(profile))
     assert dpo_params(pipeline).lora == LoraParams(r=4, alpha=32, dropout=0.05, target_modules=["q_proj", "v_proj"])
-    assert accelerate_launch(pipeline) == AccelerateLaunch(DDP_CONFIG, 2)
-    assert accelerate_launch(PipelineResource(profile="test")) is None
+    assert pipeline.accelerate_launch() == AccelerateLaunch(DDP_CONFIG, 2)
+    assert PipelineResource(profile="test").accelerate_launch() is None
 
 
 def test_vllm_backend_without_vllm_names_the_setting_and_the_extra(
@@ -65,3 +68,17 @@ def test_dpo_under_accelerate_runs_two_processes(model_cache: Path, tmp_path: Pa
     tuned, _ = load_causal_lm(str(tmp_path / "tuned"))
     original, _ = load_causal_lm(base)
     assert any(not torch.equal(p, q) for p, q in zip(tuned.parameters(), original.parameters(), strict=True))
+
+
+def test_student_sft_under_accelerate_runs_two_processes(model_cache: Path) -> None:
+    base = resolve_model_source("tiny-random:sft", model_cache)
+    rows = pl.DataFrame({"instruction": [f"Name fruit number {i}." for i in range(8)],
+                         "response": [f"Fruit {i} is an apple." for i in range(8)]})
+    messages: list[str] = []
+    params = SFTParams(learning_rate=5e-3, epochs=1.0, batch_size=4, max_length=64)
+    model, tokenizer = fine_tune(base, rows, params, 0, torch.device("cpu"), torch.float32,
+                                 AccelerateLaunch(DDP_CONFIG, 2), messages.append)
+    assert "accelerate ran student SFT on 2 processes (MULTI_CPU)" in messages
+    original, _ = load_causal_lm(base)
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), original.parameters(), strict=True))
+    assert math.isfinite(heldout_loss(model, tokenizer, rows, 64))
