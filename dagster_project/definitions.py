@@ -44,16 +44,18 @@ warnings.filterwarnings("ignore", category=BetaWarning)  # Output(data_version=.
 warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 # The settings each stage depends on; changing any of them changes that asset's code_version.
 GENERATION = ("runtime.seed", "runtime.precision", "runtime.generation_backend")  # generated text depends on these
+SYNTHESIS = ("synthesis", "models.teacher", *GENERATION)
+DPO = ("dpo", "models.teacher", "runtime.seed", "runtime.precision", "runtime.accelerate_config",
+       "runtime.num_processes")
 STAGE_SETTINGS: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
     (seed_prompts, ("data.seed_prompts", "data.max_instruction_chars")),
     (reference_set, ("data.reference_set", "data.max_instruction_chars")),
     (heldout_set, ("data.heldout_set", "data.max_instruction_chars")),
-    (synthetic_instructions, ("synthesis", "models.teacher", *GENERATION)),
+    (synthetic_instructions, SYNTHESIS),
     (warm_student, ("warmup", "models.student", "runtime.seed", "runtime.precision")),
     (influence_scores, ("influence", "runtime.precision")),
     (preference_pairs, ("pairs",)),
-    (teacher_checkpoint, ("dpo", "models.teacher", "runtime.seed", "runtime.precision", "runtime.accelerate_config",
-                          "runtime.num_processes")),
+    (teacher_checkpoint, DPO),
     (student_dataset, ("student_dataset", "synthesis", "influence", *GENERATION)),
     (baseline_dataset, ("student_dataset.num_prompts", "student_dataset.seed_offset", "synthesis", "models.teacher",
                         *GENERATION)),
@@ -62,8 +64,8 @@ STAGE_SETTINGS: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
 ]
 # Round n >= 2 templates: the same settings as their round-1 stage.
 ROUND_TEMPLATES: list[tuple[AssetsDefinition, tuple[str, ...]]] = [
-    (next_round_synthetic_instructions, STAGE_SETTINGS[3][1]),
-    (next_round_teacher_checkpoint, STAGE_SETTINGS[7][1]),
+    (next_round_synthetic_instructions, SYNTHESIS),
+    (next_round_teacher_checkpoint, DPO),
 ]
 
 

@@ -100,11 +100,8 @@ class PipelineResource(ConfigurableResource):
         """Run the synthesis engine with the teacher at ``teacher_folder`` on few-shot prompts from ``seeds``."""
         synthesis = self.settings.synthesis
         store = TableStore(project_path(self.settings.storage.tables), self.settings.storage.retry_policy)
-        generator = ChunkedGeneration(
-            self.generator(teacher_folder), store.base / "generation_cache",
-            f"{self.settings.runtime.generation_backend}:{folder_hash(Path(teacher_folder))}",
-            synthesis.chunk_size, log, store,
-        )
+        model_key = f"{self.settings.runtime.generation_backend}:{folder_hash(Path(teacher_folder))}"
+        generator = ChunkedGeneration(self.generator(teacher_folder), store, model_key, synthesis.chunk_size, log)
         seed = self.settings.runtime.seed + seed_offset
         config = SynthesisConfig(
             instruction=self.sampling("instruction", synthesis.samples_per_prompt, seed_offset),

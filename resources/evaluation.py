@@ -20,10 +20,10 @@ from scipy.stats import ttest_rel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
 from resources.accelerate_launch import AccelerateLaunch, run_sft
-from resources.examples import collate, encode_pairs, per_example_loss
+from resources.examples import MeanLoss, encode_pairs
 from resources.judge import student_answers
 from resources.models import load_causal_lm
-from resources.training import SFTParams, check_finite, save_policy
+from resources.training import SFTParams, check_finite, save_policy, trainer_arguments
 
 
 def sft_records(rows: pl.DataFrame) -> list[dict[str, list[dict[str, str]]]]:
@@ -49,10 +49,9 @@ def sft_student(
     model, tokenizer = load_causal_lm(student_folder, device, dtype)
     with tempfile.TemporaryDirectory() as scratch:
         args = SFTConfig(
-            output_dir=scratch, learning_rate=params.learning_rate, num_train_epochs=params.epochs,
-            per_device_train_batch_size=params.batch_size, max_length=params.max_length, logging_steps=1,
-            save_strategy="no", report_to=[], seed=seed, data_seed=seed, use_cpu=device.type == "cpu",
-            bf16=dtype == torch.bfloat16, disable_tqdm=True,
+            **trainer_arguments(scratch, params.learning_rate, params.epochs, params.batch_size, params.max_length,
+                                seed, device, dtype),
+            data_seed=seed,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_records(rows)),
                              processing_class=tokenizer)
@@ -78,18 +77,14 @@ def fine_tune(
     return model.eval(), tokenizer
 
 
-@torch.inference_mode()
 def heldout_loss(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, heldout: pl.DataFrame, max_length: int,
     batch_size: int = 8,
 ) -> float:
     """Mean response-token loss of ``model`` over the held-out pairs."""
     examples = encode_pairs(tokenizer, heldout["instruction"].to_list(), heldout["response"].to_list(), max_length)
-    losses = [
-        per_example_loss(model, collate(examples[start : start + batch_size], tokenizer.pad_token_id))
-        for start in range(0, len(examples), batch_size)
-    ]
-    return check_finite(float(torch.cat(losses).mean()), "held-out loss")
+    return check_finite(MeanLoss(examples, tokenizer.pad_token_id, batch_size, "the held-out set")(model),
+                        "held-out loss")
 
 
 def equal_size(datasets: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
@@ -137,6 +132,11 @@ def evaluate_students(
     return table.with_columns(perplexity=pl.col("heldout_loss").exp()), answers
 
 
+def _mean_std(losses: tuple[float, ...]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(losses), statistics.stdev(losses) if len(losses) > 1 else 0.0
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Held-out losses of students trained on ``treatment`` vs ``control`` data, paired by seed (the same
@@ -153,10 +153,6 @@ class Comparison:
     def seeds(self) -> int:
         """Number of seeds (pairs)."""
         return len(self.treatment_losses)
-
-    def mean_std(self, losses: tuple[float, ...]) -> tuple[float, float]:
-        """Mean and sample standard deviation (0 for one value)."""
-        return statistics.fmean(losses), statistics.stdev(losses) if len(losses) > 1 else 0.0
 
     @property
     def difference(self) -> float:
@@ -188,7 +184,7 @@ class Comparison:
 
     def sentence(self) -> str:
         """One line for logs and the CLI."""
-        (t_mean, t_std), (c_mean, c_std) = self.mean_std(self.treatment_losses), self.mean_std(self.control_losses)
+        (t_mean, t_std), (c_mean, c_std) = _mean_std(self.treatment_losses), _mean_std(self.control_losses)
         return (
             f"held-out loss {self.treatment} {t_mean:.4f} ± {t_std:.4f} vs {self.control} {c_mean:.4f} ± "
             f"{c_std:.4f} (mean ± sd over {self.seeds} seed(s)); paired difference {self.difference:+.4f} ± "

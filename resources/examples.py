@@ -76,3 +76,23 @@ def per_example_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> 
     )
     counts = (targets != IGNORE_INDEX).sum(dim=1).clamp(min=1)
     return token_loss.sum(dim=1) / counts
+
+
+class MeanLoss:
+    """Mean per-example loss of a model over a fixed set of examples, with the batches built once
+    (length-sorted, dynamically padded) and summed in float64 under ``torch.inference_mode``."""
+
+    def __init__(self, examples: list[EncodedExample], pad_id: int, batch_size: int, name: str) -> None:
+        if not examples:
+            raise ValueError(f"{name} is empty")
+        ordered = sorted(examples, key=lambda e: len(e.input_ids))
+        self.batches = [collate(ordered[i : i + batch_size], pad_id) for i in range(0, len(ordered), batch_size)]
+        self.count = len(examples)
+
+    def __call__(self, model: torch.nn.Module) -> float:
+        """The mean loss of ``model`` over the examples."""
+        total = torch.zeros((), dtype=torch.float64)
+        with torch.inference_mode():
+            for batch in self.batches:
+                total += per_example_loss(model, batch).double().sum().cpu()
+        return float(total / self.count)

@@ -21,15 +21,15 @@ from resources.storage import TableStore
 
 
 class ChunkedGeneration:
-    """Wraps a :class:`Generator`; ``generate`` reuses saved chunks and saves each new chunk at once."""
+    """Wraps a :class:`Generator`; ``generate`` reuses saved chunks and saves each new chunk at once, under
+    ``generation_cache/`` of the table ``store``."""
 
     def __init__(
-        self, generator: Generator, folder: UPath, model_key: str, chunk_size: int, log: Callable[[str], None],
-        store: TableStore,
+        self, generator: Generator, store: TableStore, model_key: str, chunk_size: int, log: Callable[[str], None]
     ) -> None:
         self.generator = generator
         self.tokenizer = generator.tokenizer
-        self.folder = folder
+        self.folder = store.base / "generation_cache"
         self.model_key = model_key
         self.chunk_size = chunk_size
         self.log = log

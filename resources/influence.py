@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from resources.examples import EncodedExample, collate, per_example_loss
+from resources.examples import EncodedExample, MeanLoss, collate, per_example_loss
 from resources.training import check_finite
 
 Progress = Callable[[int, int], None]
@@ -35,24 +35,6 @@ class InfluenceScore:
     loss_after: float
     loss_null_step: float
     influence: float
-
-
-class ReferenceLoss:
-    """Mean per-example reference loss, with batches built once (length-sorted, dynamic padding)."""
-
-    def __init__(self, reference: list[EncodedExample], pad_id: int, batch_size: int) -> None:
-        if not reference:
-            raise ValueError("the reference set is empty")
-        ordered = sorted(reference, key=lambda e: len(e.input_ids))
-        self.batches = [collate(ordered[i : i + batch_size], pad_id) for i in range(0, len(ordered), batch_size)]
-        self.count = len(reference)
-
-    def __call__(self, model: torch.nn.Module) -> float:
-        total = torch.zeros((), dtype=torch.float64)
-        with torch.inference_mode():
-            for batch in self.batches:
-                total += per_example_loss(model, batch).double().sum().cpu()
-        return float(total / self.count)
 
 
 class InfluenceEngine(ABC):
@@ -84,7 +66,7 @@ class ExactInfluence(InfluenceEngine):
         batch_size: int = 8,
     ) -> None:
         self.model, self.optimizer, self.pad_id = model, optimizer, pad_id
-        self.reference_loss = ReferenceLoss(reference, pad_id, batch_size)
+        self.reference_loss = MeanLoss(reference, pad_id, batch_size, "the reference set")
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.saved_params = [p.detach().clone() for p in self.params]
         self.saved_state = [
@@ -167,7 +149,9 @@ class FirstOrderInfluence(InfluenceEngine):
         self.grad_buffer = torch.zeros_like(self.theta)
         self.decay_term = self.lr * self.weight_decay * self.theta
         self.model.eval()
-        self.loss_before = check_finite(ReferenceLoss(reference, pad_id, batch_size)(model), "reference loss")
+        self.loss_before = check_finite(
+            MeanLoss(reference, pad_id, batch_size, "the reference set")(model), "reference loss"
+        )
         self.reference_grad = self._gradient(reference, batch_size).clone()
         self.null_effect = float(self.reference_grad @ self.update(torch.zeros_like(self.theta)))
 
@@ -209,7 +193,7 @@ class FirstOrderInfluence(InfluenceEngine):
                 param.requires_grad_(flag)
 
 
-ENGINES = {"exact": ExactInfluence, "first_order": FirstOrderInfluence}
+METHODS = ("exact", "first_order")
 
 
 def make_influence_engine(
@@ -226,4 +210,4 @@ def make_influence_engine(
         return ExactInfluence(model, optimizer, reference, pad_id, batch_size)
     if method == "first_order":
         return FirstOrderInfluence(model, optimizer, reference, pad_id, batch_size, param_pattern)
-    raise ValueError(f"unknown influence method {method!r}; choose one of {sorted(ENGINES)}")
+    raise ValueError(f"unknown influence method {method!r}; choose one of {list(METHODS)}")

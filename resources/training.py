@@ -162,6 +162,20 @@ class DPOParams:
     lora: LoraParams | None = None
 
 
+def trainer_arguments(
+    output_dir: str, learning_rate: float, epochs: float, batch_size: int, max_length: int, seed: int,
+    device: torch.device | str, dtype: torch.dtype,
+) -> dict[str, object]:
+    """The TRL config arguments shared by teacher DPO and student SFT: log every step, save nothing, no
+    reporting or progress bars, CPU or bf16 from ``device`` and ``dtype``."""
+    return {
+        "output_dir": output_dir, "learning_rate": learning_rate, "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch_size, "max_length": max_length, "logging_steps": 1,
+        "save_strategy": "no", "report_to": [], "seed": seed, "use_cpu": torch.device(device).type == "cpu",
+        "bf16": dtype == torch.bfloat16, "disable_tqdm": True,
+    }
+
+
 class _LossRecorder(TrainerCallback):
     def __init__(self) -> None:
         self.history: list[dict[str, float]] = []
@@ -206,19 +220,9 @@ def train_dpo(
     recorder = _LossRecorder()
     with tempfile.TemporaryDirectory() as scratch:
         args = DPOConfig(
-            output_dir=scratch,
+            **trainer_arguments(scratch, params.learning_rate, params.epochs, params.batch_size, params.max_length,
+                                params.seed, device, dtype),
             beta=params.beta,
-            learning_rate=params.learning_rate,
-            num_train_epochs=params.epochs,
-            per_device_train_batch_size=params.batch_size,
-            max_length=params.max_length,
-            logging_steps=1,
-            save_strategy="no",
-            report_to=[],
-            seed=params.seed,
-            use_cpu=torch.device(device).type == "cpu",
-            bf16=dtype == torch.bfloat16,
-            disable_tqdm=True,
         )
         trainer = DPOTrainer(
             model=model,
