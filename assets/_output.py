@@ -3,7 +3,8 @@
 from typing import Any
 
 import polars as pl
-from dagster import DataVersion, MetadataValue, Output
+from dagster import AssetKey, DagsterInstance, DataVersion, MetadataValue, Output
+from upath import UPath
 
 from resources.storage import frame_hash
 
@@ -35,3 +36,15 @@ def table_output(
             **metadata,
         },
     )
+
+
+PATH_METADATA = "path"
+
+
+def recorded_path(instance: DagsterInstance, key: AssetKey) -> UPath | None:
+    """The table path recorded by the latest materialization of ``key``; None if it was never materialized."""
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    metadata = event.asset_materialization.metadata
+    return UPath(metadata[PATH_METADATA].value) if PATH_METADATA in metadata else None

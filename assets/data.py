@@ -4,30 +4,28 @@ import polars as pl
 from dagster import Output, asset
 
 from assets._output import table_output
-from dagster_project.resource import PipelineResource
-from dagster_project.settings import project_path
+from assets.config import ExampleSource
 from resources.datasets import load_examples
 
 
-def _load(pipeline: PipelineResource, path: str, columns: list[str]) -> Output[pl.DataFrame]:
-    location = project_path(path)
-    table = load_examples(location, columns, pipeline.settings.data.max_instruction_chars)
-    return table_output(table, preview=columns, source=location)
+def _load(source: ExampleSource, columns: list[str]) -> Output[pl.DataFrame]:
+    table = load_examples(source.location, columns, source.max_instruction_chars, source.columns)
+    return table_output(table, preview=columns, source=source.location)
 
 
 @asset(group_name="data", kinds={"parquet"})
-def seed_prompts(pipeline: PipelineResource) -> Output[pl.DataFrame]:
+def seed_prompts(seed_source: ExampleSource) -> Output[pl.DataFrame]:
     """Seed instructions the teacher imitates in its few-shot synthesis prompts."""
-    return _load(pipeline, pipeline.settings.data.seed_prompts, ["id", "instruction"])
+    return _load(seed_source, ["id", "instruction"])
 
 
 @asset(group_name="data", kinds={"parquet"})
-def reference_set(pipeline: PipelineResource) -> Output[pl.DataFrame]:
+def reference_set(reference_source: ExampleSource) -> Output[pl.DataFrame]:
     """Instruction/response pairs whose student loss defines "this example helps the student"."""
-    return _load(pipeline, pipeline.settings.data.reference_set, ["id", "instruction", "response"])
+    return _load(reference_source, ["id", "instruction", "response"])
 
 
 @asset(group_name="data", kinds={"parquet"})
-def heldout_set(pipeline: PipelineResource) -> Output[pl.DataFrame]:
+def heldout_set(heldout_source: ExampleSource) -> Output[pl.DataFrame]:
     """Held-out instruction/response pairs for evaluation (never used to score influence)."""
-    return _load(pipeline, pipeline.settings.data.heldout_set, ["id", "instruction", "response"])
+    return _load(heldout_source, ["id", "instruction", "response"])

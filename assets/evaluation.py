@@ -4,43 +4,44 @@ datasets are compared on the held-out set, and a report with plots is written ne
 import json
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, AssetKey, AssetsDefinition, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
 
 from assets._output import table_output
-from dagster_project.resource import PipelineResource
-from dagster_project.settings import project_path
+from assets.config import EvaluationSettings, ModelSource, Runtime, Stores, TrainingLauncher
+from assets.placement import on_gpu, round_key_path
 from resources.diversity import diversity_stats, shared_texts
-from resources.evaluation import SFTParams, compare, evaluate_students
+from resources.evaluation import compare, evaluate_students
 from resources.judge import PairwiseJudge, judge_students
 from resources.models import load_causal_lm
 from resources.report import ReportPage, comparison_png, curve_png, histogram_png, markdown_table
-from resources.storage import TableStore
 
 MONTESSORI, SELF_INSTRUCT = "montessori", "self_instruct"
 
 
-@asset(group_name="evaluation", kinds={"pytorch", "parquet"})
+@asset(group_name="evaluation", kinds={"pytorch", "parquet"}, **on_gpu("student_evaluation"))
 def student_evaluation(
     context: AssetExecutionContext,
-    pipeline: PipelineResource,
+    evaluation: EvaluationSettings,
+    runtime: Runtime,
+    launcher: TrainingLauncher,
+    student: ModelSource,
     student_dataset: pl.DataFrame,
     baseline_dataset: pl.DataFrame,
     heldout_set: pl.DataFrame,
 ) -> Output[pl.DataFrame]:
     """Held-out loss and perplexity of the student fine-tuned (TRL SFT) on each dataset, per seed; plus the
     untuned student, and a judge's pairwise preference where ``evaluation.judge`` is set."""
-    settings = pipeline.settings.evaluation
-    pipeline.prepare_torch()
-    params = SFTParams(settings.learning_rate, settings.epochs, settings.batch_size, settings.max_length)
+    settings = evaluation
+    runtime.prepare_torch()
     datasets = {MONTESSORI: student_dataset, SELF_INSTRUCT: baseline_dataset}
     results, answers = evaluate_students(
-        pipeline.model_folder("student"), datasets, heldout_set, params, settings.seeds, pipeline.device,
-        pipeline.dtype, context.log.info, answer_tokens=settings.judge_max_new_tokens if settings.judge else 0,
-        launch=pipeline.accelerate_launch(),
+        student.folder(), datasets, heldout_set, settings.sft_params(), settings.seeds, runtime.torch_device,
+        runtime.dtype, context.log.info, answer_tokens=settings.judge_max_new_tokens if settings.judge else 0,
+        launch=launcher.launch(),
     )
     if settings.judge:
-        judge = PairwiseJudge(*load_causal_lm(pipeline.resolve_model(settings.judge), pipeline.device,
-                                              pipeline.dtype))
+        judge_folder = student.resolve(settings.judge, "evaluation.judge")
+        judge = PairwiseJudge(*load_causal_lm(judge_folder, runtime.torch_device, runtime.dtype))
         preference = judge_students(judge, heldout_set["instruction"].to_list(), answers, MONTESSORI, SELF_INSTRUCT)
         judged = pl.DataFrame({"dataset": MONTESSORI, "seed": list(preference),
                                "judge_preference": list(preference.values())})
@@ -61,31 +62,33 @@ def _diversity_table(texts: dict[str, list[str]]) -> pl.DataFrame:
     return pl.DataFrame([{"instructions": name, **diversity_stats(values)} for name, values in texts.items()])
 
 
-REPORT_INPUTS = ("synthetic_instructions", "preference_pairs", "teacher_checkpoint", "baseline_dataset",
-                 "student_dataset", "student_evaluation")
+REPORT_INPUTS = ("synthetic_instructions", "baseline_dataset", "student_dataset", "student_evaluation")
+LAST_ROUND_INPUTS = ("preference_pairs", "teacher_checkpoint")
 
 
-def build_evaluation_report(influence_keys: list[AssetKey]) -> AssetsDefinition:
-    """The report asset, reading the influence scores of every round (``influence_keys``, round order)."""
-    rounds = {f"influence_round_{n}": AssetIn(key) for n, key in enumerate(influence_keys, start=1)}
+def build_evaluation_report(last_round: int) -> AssetsDefinition:
+    """The report asset, reading the influence scores of every round and the last round's pairs and teacher."""
+    rounds = {f"influence_round_{n}": AssetIn(round_key_path("influence_scores", n))
+              for n in range(1, last_round + 1)}
     named = {name: AssetIn(name) for name in REPORT_INPUTS}
+    last = {name: AssetIn(round_key_path(name, last_round)) for name in LAST_ROUND_INPUTS}
 
-    @asset(group_name="evaluation", kinds={"parquet"}, ins={**named, **rounds})
+    @asset(group_name="evaluation", kinds={"parquet"}, ins={**named, **last, **rounds})
     def evaluation_report(
-        context: AssetExecutionContext, pipeline: PipelineResource, **inputs: pl.DataFrame
+        context: AssetExecutionContext, stores: Stores, **inputs: pl.DataFrame
     ) -> Output[pl.DataFrame]:
         """A markdown page with PNG plots (influence per round, preference margins, DPO curve, held-out loss)
         and the diversity monitors, attached to the materialization and written under ``{tables}/report/``."""
         influence = {name.removeprefix("influence_").replace("_", " "): inputs.pop(name)["influence"].to_list()
                      for name in rounds}
-        return _report(context, pipeline, influence, **inputs)
+        return _report(context, stores, influence, **inputs)
 
     return evaluation_report
 
 
 def _report(
     context: AssetExecutionContext,
-    pipeline: PipelineResource,
+    stores: Stores,
     influence: dict[str, list[float]],
     synthetic_instructions: pl.DataFrame,
     preference_pairs: pl.DataFrame,
@@ -121,7 +124,7 @@ def _report(
         markdown_table(student_evaluation),
         "## Diversity of instructions", markdown_table(diversity),
     ], plots)
-    folder = TableStore(project_path(pipeline.settings.storage.tables)).base / "report"
+    folder = stores.table_store().base / stores.namespace / "report" / context.run.run_id  # one folder per run
     files = page.publish(folder)
     manifest = pl.DataFrame({"file": list(files), "path": [str(path) for path in files.values()]})
     return table_output(manifest, ["file", "path"], report=MetadataValue.md(page.render(inline=True)),

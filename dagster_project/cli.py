@@ -6,21 +6,43 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions, build_reconstructable_job, execute_job
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    JobExecutionResult,
+    build_reconstructable_job,
+    execute_job,
+)
 
-from dagster_project.definitions import build_definitions, pipeline_job
-from dagster_project.lineage import asset_status, file_stamp, find_materialization, lineage
-from dagster_project.settings import PROJECT_ROOT, SettingsError
+from dagster_project.definitions import build_definitions, pipeline_job, prepare_process
+from dagster_project.lineage import (
+    export_provenance,
+    file_stamp,
+    find_materialization,
+    lineage,
+    protected_paths,
+    versions,
+)
+from dagster_project.settings import PROJECT_ROOT, SettingsError, load_settings
+from dagster_project.staleness import asset_status
+from resources.export import CardInfo, export_dataset, push_to_hub
+from resources.gc import delete_versions, plan_prune
+from resources.storage import TableStore
+
+INSTANCE_DEFAULTS = Path(__file__).parent / "instance.yaml"  # what `make ui` gives a new DAGSTER_HOME
 
 
 def ensure_dagster_home() -> Path:
     """Use ``DAGSTER_HOME`` (default: ``.dagster_home`` in the project) so the UI sees CLI runs."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()  # SQLite storage in DAGSTER_HOME, Dagster's default, stated explicitly
+    (home / "dagster.yaml").touch()  # SQLite storage in DAGSTER_HOME, Dagster's default (make ui adds the UI defaults)
     return home
 
 
@@ -28,7 +50,8 @@ def ensure_dagster_home() -> Path:
 HEADLINE_METADATA = ("comparison", "report_path")
 
 
-def _summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:  # noqa: ANN001
+def run_summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:  # noqa: ANN001
+    """Per materialized asset of a finished run: its table's path, rows, seconds and headline metadata."""
     stats = instance.get_run_step_stats(result.run_id)
 
     def seconds(step_key: str) -> float | None:
@@ -108,6 +131,21 @@ def audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def execute_pipeline(
+    profile: str, selection: Sequence[AssetKey] | None, instance: DagsterInstance,
+    tags: Mapping[str, str] | None = None,
+) -> JobExecutionResult:
+    """Materialize ``selection`` (None: every asset) of ``profile`` in ``instance``, through a reconstructable
+    pointer so that every worker process (multiprocess executor) rebuilds exactly this profile's job."""
+    return execute_job(
+        build_reconstructable_job("dagster_project.definitions", pipeline_job.__name__, (profile,)),
+        instance=instance,
+        asset_selection=selection,
+        tags={"montessori/profile": profile, **(tags or {})},
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Materialize the graph (or ``--select``) for ``--profile``; print the summary."""
     defs, instance = _load(args.profile)
@@ -123,14 +161,8 @@ def run(args: argparse.Namespace) -> int:
         print("materializing stale or missing: " + ", ".join(k.to_user_string() for k in selection))
     if isinstance(selection, str):
         selection = list(AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
-    result = execute_job(
-        build_reconstructable_job("dagster_project.definitions", pipeline_job.__name__, (args.profile,)),
-        instance=instance,
-        asset_selection=selection,
-        tags={"montessori/profile": args.profile},
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-    )
-    summary = _summary(instance, result)
+    result = execute_pipeline(args.profile, selection, instance)
+    summary = run_summary(instance, result)
     _print_table(summary)
     if not result.success:
         print(f"\nrun {result.run_id} FAILED; see the log above or the Dagster UI", file=sys.stderr)
@@ -145,6 +177,59 @@ def run(args: argparse.Namespace) -> int:
     print(f"run {result.run_id} in {instance.root_directory}")
     if args.json:
         print(json.dumps({"run_id": result.run_id, "assets": summary}))
+    return 0
+
+
+def versions_command(args: argparse.Namespace) -> int:
+    """List the materializations of one asset, each with its own file."""
+    ensure_dagster_home()
+    rows = versions(DagsterInstance.get(), args.asset)
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    print(f"{'time (UTC)':<20} {'run':<10} {'data version':<18} {'rows':>5}  {'teacher':<17} path")
+    for row in rows:
+        when = datetime.fromtimestamp(row["timestamp"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        gone = "" if row["exists"] else "  (pruned)"
+        print(f"{when:<20} {row['run_id'][:8]:<10} {row['data_version']!s:<18} {row['rows']!s:>5}  "
+              f"{row['teacher_version'] or '-':<17} {row['path']}{gone}")
+    return 0
+
+
+def gc_command(args: argparse.Namespace) -> int:
+    """Plan (or, with --delete, carry out) pruning of old table versions."""
+    defs, instance = _load(args.profile)
+    stores = defs.resources["stores"]
+    names = [key.to_user_string() for key in defs.resolve_asset_graph().materializable_asset_keys]
+    stored = {name: stores.table_store().versions(stores.namespace, AssetKey.from_user_string(name).path)
+              for name in names}
+    plan = plan_prune(stored, args.keep, protected_paths(instance, names))
+    verb = "deleting" if args.delete else "would delete"
+    for version in plan.deletions:
+        print(f"{verb} {version.path} ({version.size} bytes)")
+    print(f"{len(plan.deletions)} version(s), {plan.freed_bytes} bytes; kept the {args.keep} newest per asset and "
+          "every version the latest materializations read")
+    if args.delete:
+        delete_versions(plan)
+    else:
+        print("dry run: nothing deleted (add --delete)")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """Export an asset's latest table (with provenance) as a Hugging Face dataset folder, Parquet or JSONL."""
+    defs, instance = _load(args.profile)
+    settings = load_settings(args.profile)
+    record = find_materialization(instance, args.asset)
+    summary = lineage(instance, record)
+    table = TableStore.read(record.asset_materialization.metadata["path"].value)
+    provenance = export_provenance(instance, record, summary, settings)
+    card = CardInfo(pretty_name=settings.export.pretty_name or f"{settings.name}: {args.asset}",
+                    license=settings.export.license, task_categories=tuple(settings.export.task_categories))
+    folder = export_dataset(table, args.to, provenance, card, args.format, overwrite=args.overwrite)
+    print(f"exported {table.height} rows of {args.asset} (run {record.run_id}) to {folder} as {args.format}")
+    if args.push_to_hub:
+        print(f"pushed to {push_to_hub(folder, args.push_to_hub)}")
     return 0
 
 
@@ -168,7 +253,29 @@ def main(argv: list[str] | None = None) -> int:
     audit_parser.add_argument("target", help="a dataset .parquet path or an asset name")
     audit_parser.add_argument("--json", action="store_true")
     audit_parser.set_defaults(handler=audit)
+    versions_parser = commands.add_parser("versions", help="every materialization of an asset and its file")
+    versions_parser.add_argument("asset")
+    versions_parser.add_argument("--json", action="store_true")
+    versions_parser.set_defaults(handler=versions_command)
+    gc_parser = commands.add_parser("gc", help="prune old table versions (dry run unless --delete)")
+    gc_parser.add_argument("--profile", default="demo", help="bundled profile name or settings file path")
+    gc_parser.add_argument("--keep", type=int, default=3, help="versions kept per asset besides the protected ones")
+    gc_parser.add_argument("--delete", action="store_true", help="really delete (default: print the plan)")
+    gc_parser.set_defaults(handler=gc_command)
+    export_parser = commands.add_parser("export", help="write an asset's table as a Hugging Face dataset with a card")
+    export_parser.add_argument("asset", help="e.g. student_dataset")
+    export_parser.add_argument("--to", required=True, help="target folder")
+    export_parser.add_argument("--format", choices=["hf", "parquet", "jsonl"], default="hf")
+    export_parser.add_argument("--profile", default="demo", help="the profile whose settings go into the card")
+    export_parser.add_argument("--overwrite", action="store_true", help="replace a non-empty target folder")
+    export_parser.add_argument("--push-to-hub", default=None, metavar="REPO",
+                               help="also push to this Hub dataset repo (needs HF_TOKEN or a saved login)")
+    export_parser.set_defaults(handler=export_command)
+    from dagster_project.experiment import add_experiment_command  # it runs pipelines through this module
+
+    add_experiment_command(commands)
     args = parser.parse_args(argv)
+    prepare_process()
     try:
         return args.handler(args)
     except SettingsError as exc:

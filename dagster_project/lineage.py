@@ -1,59 +1,29 @@
-"""Answers from the Dagster instance: what is stale, and where a dataset came from."""
+"""Answers from the Dagster instance: where a dataset came from (public event-log APIs only)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, Definitions, EventLogRecord
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._time import get_current_datetime
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, EventLogRecord
+from upath import UPath
 
 from resources.storage import TableStore
 
 INPUT_POINTER = "dagster/input_event_pointer/"
+INPUT_VERSION = "dagster/input_data_version/"
 AUDIT_METADATA = (
     "teacher_version", "student_version", "rows", "path", "beta", "learning_rate", "method", "positive_share",
     "kept", "source",
 )
 
 
-def asset_status(defs: Definitions, instance: DagsterInstance) -> dict[str, dict[str, str]]:
-    """Every asset's status (fresh / stale / missing) and why, in graph order.
-
-    Dagster marks only the asset whose code or input data changed; a descendant of a stale or
-    missing asset is reported stale too, naming that ancestor, since it will change when rerun."""
-    graph = defs.resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    resolver = CachingStaleStatusResolver(instance, graph, loading_context=view)
-    report: dict[str, dict[str, str]] = {}
-    for key in graph.toposorted_asset_keys:
-        name = key.to_user_string()
-        status = resolver.get_status(key)
-        if status == StaleStatus.MISSING:
-            report[name] = {"status": "missing", "reason": "never materialized"}
-        elif status == StaleStatus.STALE:
-            causes = resolver.get_stale_root_causes(key)
-            reason = "; ".join(f"{c.category.name.lower()}: {c.reason} ({c.asset_key.to_user_string()})"
-                               for c in causes)
-            report[name] = {"status": "stale", "reason": reason}
-        else:
-            report[name] = {"status": "fresh", "reason": ""}
-        stale_parents = [p.to_user_string() for p in graph.get(key).parent_keys
-                         if report.get(p.to_user_string(), {}).get("status") in ("stale", "missing")]
-        if report[name]["status"] == "fresh" and stale_parents:
-            report[name] = {"status": "stale", "reason": f"dependency: upstream {', '.join(stale_parents)} out of date"}
-    return report
-
-
 def _record_summary(record: EventLogRecord) -> dict[str, Any]:
     materialization = record.asset_materialization
     tags = materialization.tags or {}
     metadata = {k: v.value for k, v in materialization.metadata.items() if k in AUDIT_METADATA}
+    if "path" in metadata and not UPath(str(metadata["path"])).exists():
+        metadata["pruned"] = "the table file is gone (pruned or deleted); the record stays"
     return {
         "asset": materialization.asset_key.to_user_string(),
         "run_id": record.run_id,
@@ -61,6 +31,8 @@ def _record_summary(record: EventLogRecord) -> dict[str, Any]:
         "data_version": tags.get("dagster/data_version"),
         "code_version": tags.get("dagster/code_version"),
         "metadata": metadata,
+        "input_data_versions": {tag[len(INPUT_VERSION):]: value for tag, value in sorted(tags.items())
+                                if tag.startswith(INPUT_VERSION)},
     }
 
 
@@ -82,6 +54,9 @@ def lineage(instance: DagsterInstance, record: EventLogRecord) -> dict[str, Any]
 def find_materialization(instance: DagsterInstance, target: str) -> EventLogRecord:
     """The materialization named by an asset name (latest) or by a table path (the run stamped in the file)."""
     if target.endswith(".parquet"):
+        by_path = _by_recorded_path(instance, target)
+        if by_path is not None:
+            return by_path
         stamp = TableStore.read_metadata(target)
         key, run_id = AssetKey.from_user_string(stamp["asset_key"]), stamp["dagster_run_id"]
         records = instance.fetch_materializations(key, limit=1000).records
@@ -95,7 +70,83 @@ def find_materialization(instance: DagsterInstance, target: str) -> EventLogReco
     return record[0]
 
 
+def _by_recorded_path(instance: DagsterInstance, target: str) -> EventLogRecord | None:
+    """The earliest materialization that recorded ``target`` as its table (the one that wrote it), if any."""
+    try:
+        stamp = TableStore.read_metadata(target)
+    except FileNotFoundError:
+        return None
+    if "asset_key" not in stamp:
+        return None
+    wanted = target if "://" in target else str(Path(target).resolve())
+    records = instance.fetch_materializations(AssetKey.from_user_string(stamp["asset_key"]), limit=1000).records
+    recorded = [record for record in records if _recorded(record) == wanted]
+    return recorded[-1] if recorded else None  # records come newest first
+
+
+def _recorded(record: EventLogRecord) -> str:
+    value = record.asset_materialization.metadata.get("path")
+    return str(value.value) if value is not None else ""
+
+
+def versions(instance: DagsterInstance, asset: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Every materialization of ``asset``, newest first: time, run, data version, path (and whether it still
+    exists), rows and teacher_version where it applies."""
+    records = instance.fetch_materializations(AssetKey.from_user_string(asset), limit=limit).records
+    rows = []
+    for record in records:
+        summary = _record_summary(record)
+        metadata = record.asset_materialization.metadata
+        rows.append({
+            "timestamp": summary["timestamp"], "run_id": summary["run_id"], "data_version": summary["data_version"],
+            "path": _recorded(record), "exists": bool(_recorded(record)) and UPath(_recorded(record)).exists(),
+            "rows": metadata["dagster/row_count"].value if "dagster/row_count" in metadata else None,
+            "teacher_version": metadata["teacher_version"].value if "teacher_version" in metadata else None,
+        })
+    return rows
+
+
+def protected_paths(instance: DagsterInstance, assets: list[str]) -> set[str]:
+    """The table paths the latest materialization of each asset wrote or read (its inputs' recorded paths): what
+    pruning must never delete."""
+    protected = set()
+    for asset in assets:
+        records = instance.fetch_materializations(AssetKey.from_user_string(asset), limit=1).records
+        if not records:
+            continue
+        tree = [lineage(instance, records[0])]
+        while tree:
+            node = tree.pop()
+            if node["metadata"].get("path"):
+                protected.add(str(node["metadata"]["path"]))
+            tree += node["inputs"]
+    return protected
+
+
+def export_provenance(
+    instance: DagsterInstance, record: EventLogRecord, summary: dict[str, Any], settings: Any
+) -> dict[str, Any]:
+    """What an exported dataset's card says about its origin: teacher, base models, the run's resolved settings,
+    run id, upstream data versions and the latest Montessori vs Self-Instruct verdict."""
+    metadata = record.asset_materialization.metadata
+    settings_path = str(metadata["settings"].value) if "settings" in metadata else None
+    settings_text = UPath(settings_path).read_text() if settings_path and UPath(settings_path).exists() else ""
+    evaluation = instance.fetch_materializations(AssetKey("student_evaluation"), limit=1).records
+    verdict = evaluation[0].asset_materialization.metadata.get("comparison") if evaluation else None
+    provenance = {
+        "teacher_version": str(metadata["teacher_version"].value) if "teacher_version" in metadata else "",
+        "base_models": {"teacher": settings.models.teacher, "student": settings.models.student},
+        "settings_yaml": settings_text or settings.resolved_yaml(),
+        "run_id": record.run_id,
+        "upstream_data_versions": summary["input_data_versions"],
+        "verdict": str(verdict.value) if verdict is not None else "no evaluation materialized yet",
+    }
+    if settings_path:
+        provenance["settings_path"] = settings_path
+    return provenance
+
+
 def file_stamp(path: str) -> dict[str, str]:
-    """What a copied dataset file says about itself (run id, asset, teacher_version); Parquet's own
+    """What a copied dataset file says about itself (run id, asset, teacher_version, content hash); Parquet's own
     entries (the Arrow schema) are left out."""
     return {k: v for k, v in TableStore.read_metadata(path).items() if not k.startswith("ARROW:")}

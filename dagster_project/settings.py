@@ -6,16 +6,24 @@ path of a YAML file. Unknown keys and wrong types fail with a message naming the
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from resources.retry import RetryPolicy
+from assets.config import (
+    DPOSettings,
+    EvaluationSettings,
+    InfluenceSettings,
+    PairSettings,
+    StrictResource,
+    StudentDatasetSettings,
+    SynthesisSettings,
+    WarmupSettings,
+)
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +33,6 @@ class StrictModel(BaseModel):
     """Base for every settings block: unknown keys are errors, values are not coerced silently."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    def fingerprint(self) -> str:
-        """Short stable hash of these settings (part of an asset's code version)."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 class RuntimeSettings(StrictModel):
@@ -78,154 +81,37 @@ class StorageSettings(StrictModel):
     """Where tables and checkpoints are written."""
 
     tables: str = Field(".montessori/tables", description="base path for Parquet tables (local or s3://)")
+    namespace: str | None = Field(
+        None, description="folder under tables separating this experiment's tables from others'; null: the "
+        "profile's name. Caches keyed by content (generation, influence) stay shared under tables/"
+    )
     checkpoints: str = Field(".montessori/checkpoints", description="base path for model checkpoints")
+    cache: str | None = Field(
+        None, description="base path for the content-keyed caches (generation chunks, influence scores), which "
+        "profiles may share; null: the tables path"
+    )
     retry_attempts: int = Field(5, gt=0, description="tries of a storage call that fails with a transient error")
     retry_backoff_seconds: float = Field(0.5, ge=0.0, description="first wait between tries; doubles, capped at 8 s")
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The retry policy of every storage call."""
-        return RetryPolicy(self.retry_attempts, self.retry_backoff_seconds)
 
 
 class DataSettings(StrictModel):
     """The project's small hand-written data sets."""
 
-    seed_prompts: str = Field("data/seed_prompts.jsonl", description="seed instructions (JSONL)")
-    reference_set: str = Field("data/reference_set.jsonl", description="reference instruction/response pairs")
-    heldout_set: str = Field("data/heldout_set.jsonl", description="held-out pairs for evaluation")
+    seed_prompts: str = Field(
+        "data/seed_prompts.jsonl",
+        description="seed instructions: JSONL, JSON, CSV, Parquet or a datasets folder (save_to_disk), local or s3://",
+    )
+    reference_set: str = Field(
+        "data/reference_set.jsonl", description="reference instruction/response pairs (same formats)"
+    )
+    heldout_set: str = Field("data/heldout_set.jsonl", description="held-out pairs for evaluation (same formats)")
+    seed_prompts_columns: dict[str, str] = Field(
+        {}, description="our column name (id, instruction, input) -> the file's, e.g. {response: output} for Alpaca; "
+        "id is optional (a content hash when absent); a non-empty input is appended to the instruction"
+    )
+    reference_set_columns: dict[str, str] = Field({}, description="as seed_prompts_columns, with response")
+    heldout_set_columns: dict[str, str] = Field({}, description="as seed_prompts_columns, with response")
     max_instruction_chars: int = Field(2000, gt=0, description="longest accepted seed/reference instruction")
-
-
-class GenerationSettings(StrictModel):
-    """Sampling parameters for one generation call."""
-
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
-    presence_penalty: float = Field(1.0, ge=0.0, description="OpenAI-style: subtracted once per seen token")
-    max_new_tokens: int = Field(64, gt=0)
-    batch_size: int = Field(8, gt=0, description="prompts (or prompt x sample rows) per forward batch")
-
-
-class SynthesisSettings(StrictModel):
-    """Few-shot instruction synthesis by the teacher (paper: 4 samples, T=1, top_p 0.9, presence 1)."""
-
-    num_prompts: int = Field(8, gt=0, description="few-shot synthesis prompts to build")
-    shots: int = Field(3, gt=0, description="seed instructions shown in each prompt")
-    samples_per_prompt: int = Field(4, gt=0)
-    instruction: GenerationSettings = GenerationSettings()
-    response: GenerationSettings = GenerationSettings(
-        temperature=0.6, top_p=0.9, presence_penalty=0.0, max_new_tokens=96
-    )
-    min_words: int = Field(5, ge=1)
-    max_words: int = Field(400, ge=1)
-    rouge_threshold: float = Field(0.7, gt=0.0, le=1.0, description="drop if ROUGE-L F1 > this vs kept")
-    chunk_size: int = Field(
-        16, gt=0, description="prompts generated between two saves; a killed run resumes from the last saved chunk"
-    )
-
-
-class WarmupSettings(StrictModel):
-    """Warm-up SFT of the student before influence is measured."""
-
-    fraction: float = Field(0.25, gt=0.0, lt=1.0, description="share of kept synthetic rows used for warm-up")
-    learning_rate: float = Field(5e-6, gt=0.0)
-    epochs: int = Field(1, gt=0)
-    batch_size: int = Field(2, gt=0)
-    max_length: int = Field(256, gt=8)
-    weight_decay: float = Field(0.0, ge=0.0)
-
-
-class InfluenceSettings(StrictModel):
-    """Local data influence of each candidate on the reference loss."""
-
-    method: Literal["exact", "first_order"] = Field(
-        "exact",
-        description="exact: one real AdamW step per candidate; first_order: reference gradient dotted with "
-        "the candidate's AdamW update",
-    )
-    shards: int = Field(1, gt=0, description="split scoring into this many parallel steps (workers or pods)")
-    chunk_size: int = Field(8, gt=0, description="candidates scored between two saves to the score cache")
-    param_pattern: str | None = Field(
-        None, description="first_order only: regex of parameter names to include (default: all)"
-    )
-    reference_batch_size: int = Field(8, gt=0)
-    max_length: int = Field(256, gt=8)
-
-
-class PairSettings(StrictModel):
-    """How influence scores become preference pairs."""
-
-    baseline: Literal["before_step", "null_step"] = Field(
-        "null_step",
-        description="before_step: the paper's sign against L_ref before the step; "
-        "null_step: against L_ref after a momentum-only step (candidate gradient zeroed)",
-    )
-    rule: Literal["sign", "rank"] = Field(
-        "sign", description="sign: positive vs negative influence; rank: above vs below the prompt's median"
-    )
-    min_margin: float = Field(0.0, ge=0.0, description="drop pairs whose influence margin is below this")
-
-
-class LoraSettings(StrictModel):
-    """Optional LoRA (peft) adapter for the teacher's DPO; merged into the weights before the checkpoint is saved."""
-
-    enabled: bool = Field(False, description="train a LoRA adapter instead of every weight")
-    r: int = Field(16, gt=0, description="adapter rank")
-    alpha: int = Field(32, gt=0, description="adapter scaling numerator (scale = alpha / r)")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: str | list[str] = Field(
-        "all-linear", description="module names to adapt, or all-linear (every linear layer but the output head)"
-    )
-
-
-class DPOSettings(StrictModel):
-    """Teacher DPO with TRL (paper defaults: beta 0.1, lr 1e-6, 1 epoch, batch 2)."""
-
-    beta: float = Field(0.1, gt=0.0)
-    learning_rate: float = Field(1e-6, gt=0.0)
-    epochs: float = Field(1.0, gt=0.0)
-    batch_size: int = Field(2, gt=0, description="global batch; split across processes under accelerate")
-    max_length: int = Field(512, gt=8)
-    lora: LoraSettings = LoraSettings()
-
-
-class StudentDatasetSettings(StrictModel):
-    """The final dataset written by the tuned teacher (and, with the same prompts, the Self-Instruct baseline)."""
-
-    num_prompts: int = Field(12, gt=0)
-    seed_offset: int = Field(1000, description="added to the seed so final prompts differ from round prompts")
-    order: Literal["generated", "curriculum"] = Field(
-        "generated",
-        description="curriculum: score every row's influence with the warm student and put the most helpful first",
-    )
-    sample_weights: bool = Field(
-        False, description="score every row's influence and add a sample_weight column (mean 1, higher = helps more)"
-    )
-
-    @property
-    def scores_influence(self) -> bool:
-        """Whether the final rows must be scored with the warm student."""
-        return self.order == "curriculum" or self.sample_weights
-
-
-class EvaluationSettings(StrictModel):
-    """Student evaluation: SFT on the Montessori and Self-Instruct datasets, loss on the held-out set."""
-
-    seeds: list[int] = Field([0, 1], min_length=1, description="one SFT run per seed and dataset")
-    learning_rate: float = Field(2e-5, gt=0.0)
-    epochs: float = Field(1.0, gt=0.0)
-    batch_size: int = Field(4, gt=0)
-    max_length: int = Field(256, gt=8)
-    judge: str | None = Field(
-        None, description="model (same forms as models.teacher) judging the two students' answers pairwise; "
-        "null: no judge"
-    )
-    judge_max_new_tokens: int = Field(64, gt=0, description="length of the students' answers shown to the judge")
-    max_diversity_drop: float = Field(
-        0.2, ge=0.0, le=1.0,
-        description="warn when the tuned teacher's distinct-2 falls more than this share below the baseline's",
-    )
 
 
 class KubernetesSettings(StrictModel):
@@ -252,32 +138,113 @@ class KubernetesSettings(StrictModel):
     )
     cpu_memory: str = Field("2Gi", description="memory request and limit of a CPU-only step")
     gpu_node_selector: dict[str, str] = Field({}, description="node labels a model-running step must match")
-    gpu_pool: str = Field("gpu", description="Dagster concurrency pool of the model-running steps")
     max_concurrent_gpu: int = Field(
         1, gt=0, description="model-running steps at once within one run; the instance's pool limit caps all runs"
     )
 
 
-class Settings(StrictModel):
-    """All settings of one profile."""
+class ExportSettings(StrictModel):
+    """The dataset card of ``montessori export``."""
+
+    license: str = Field("unknown", description="Hub license id written in the card, e.g. apache-2.0")
+    pretty_name: str | None = Field(None, description="card title; null: the profile's name")
+    task_categories: list[str] = Field(["text-generation"], description="Hub task categories")
+
+
+STAGE_BLOCKS: dict[str, type[StrictResource]] = {
+    "synthesis": SynthesisSettings,
+    "warmup": WarmupSettings,
+    "influence": InfluenceSettings,
+    "pairs": PairSettings,
+    "dpo": DPOSettings,
+    "student_dataset": StudentDatasetSettings,
+    "evaluation": EvaluationSettings,
+}
+PROFILE_BLOCKS: dict[str, type[BaseModel]] = {
+    "runtime": RuntimeSettings,
+    "models": ModelSettings,
+    "storage": StorageSettings,
+    "data": DataSettings,
+    "kubernetes": KubernetesSettings,
+    "export": ExportSettings,
+    **STAGE_BLOCKS,
+}
+
+
+class ProfileHeader(StrictModel):
+    """The profile's top-level scalars."""
 
     name: str = "custom"
     rounds: int = Field(
         1, ge=1, le=10,
         description="Montessori-Instruct rounds; round n >= 2 synthesizes with and DPO-tunes round n-1's tuned teacher",
     )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of one profile: the validated YAML blocks. Stage blocks are the typed resources the stages
+    declare (``assets/config.py``); the runtime, models, storage and data blocks are turned into resources by
+    ``dagster_project/resources.py``."""
+
+    name: str = "custom"
+    rounds: int = 1
     runtime: RuntimeSettings = RuntimeSettings()
     models: ModelSettings = ModelSettings()
     storage: StorageSettings = StorageSettings()
     data: DataSettings = DataSettings()
-    synthesis: SynthesisSettings = SynthesisSettings()
-    warmup: WarmupSettings = WarmupSettings()
-    influence: InfluenceSettings = InfluenceSettings()
-    pairs: PairSettings = PairSettings()
-    dpo: DPOSettings = DPOSettings()
-    student_dataset: StudentDatasetSettings = StudentDatasetSettings()
-    evaluation: EvaluationSettings = EvaluationSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    export: ExportSettings = ExportSettings()
+    synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
+    warmup: WarmupSettings = field(default_factory=WarmupSettings)
+    influence: InfluenceSettings = field(default_factory=InfluenceSettings)
+    pairs: PairSettings = field(default_factory=PairSettings)
+    dpo: DPOSettings = field(default_factory=DPOSettings)
+    student_dataset: StudentDatasetSettings = field(default_factory=StudentDatasetSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+
+    @classmethod
+    def validate(cls, raw: dict[str, Any]) -> Settings:
+        """Validate every block of ``raw``; raise ValidationErrors (collected) whose locations name the block."""
+        problems: list[tuple[str, dict]] = []
+        header = {k: raw[k] for k in ProfileHeader.model_fields if k in raw}
+        blocks: dict[str, Any] = {}
+        for key in raw:
+            if key not in PROFILE_BLOCKS and key not in ProfileHeader.model_fields:
+                problems.append((key, {"msg": "Extra inputs are not permitted", "input": raw[key], "loc": ()}))
+        for block, model in [("", ProfileHeader), *PROFILE_BLOCKS.items()]:
+            value = header if not block else raw.get(block) or {}
+            try:
+                validated = model.model_validate(value)
+            except ValidationError as exc:
+                problems += [(block, item) for item in exc.errors()]
+                continue
+            if block:
+                blocks[block] = validated
+            else:
+                blocks.update(validated.model_dump())
+        if problems:
+            raise ProfileError(problems)
+        return cls(**blocks)
+
+
+    def resolved_yaml(self) -> str:
+        """Every setting, defaults included, as YAML: what a run really used."""
+        blocks = {name: getattr(self, name).model_dump(mode="json") for name in PROFILE_BLOCKS}
+        return yaml.safe_dump({"name": self.name, "rounds": self.rounds, **blocks}, sort_keys=True)
+
+    @property
+    def namespace(self) -> str:
+        """The folder separating this profile's tables from other experiments'."""
+        return self.storage.namespace or self.name
+
+
+class ProfileError(ValueError):
+    """Every validation problem of a profile, each as (block, pydantic error)."""
+
+    def __init__(self, problems: list[tuple[str, dict]]) -> None:
+        super().__init__(f"{len(problems)} invalid setting(s)")
+        self.problems = problems
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -314,25 +281,49 @@ def resolve_profile_path(profile: str) -> Path:
     raise SettingsError(f"profile {profile!r} is neither a bundled profile {names} nor an existing file")
 
 
-def _describe(error: ValidationError, source: Path) -> str:
+def _describe(error: ProfileError, source: Path) -> str:
     lines = [f"invalid settings in {source}:"]
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
+    for block, item in error.problems:
+        key = ".".join(str(part) for part in (block, *item["loc"]) if part != "")
         lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
 
 
-def load_settings(profile: str) -> Settings:
-    """Load and validate a profile (bundled name or YAML path). Raises SettingsError naming bad keys."""
-    path = resolve_profile_path(profile)
+def _read_profile(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a profile file, with ``extends: OTHER`` (a bundled name or path) merged underneath it
+    block by block: the file's own keys win."""
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SettingsError(f"cannot parse settings file {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise SettingsError(f"settings file {path} must hold a mapping at the top level")
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    base_path = resolve_profile_path(str(base_name))
+    if base_path in seen:
+        raise SettingsError(f"settings file {path}: extends {base_name!r} makes a cycle")
+    merged = _read_profile(base_path, (*seen, path))
+    merged.pop("name", None)
+    for key, value in raw.items():
+        merged[key] = _merge(merged.get(key), value)
+    return merged
+
+
+def _merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{key: _merge(base.get(key), value) for key, value in override.items()}}
+    return override
+
+
+def load_settings(profile: str) -> Settings:
+    """Load and validate a profile (bundled name or YAML path; ``extends: NAME`` builds on another profile).
+    Raises SettingsError naming bad keys."""
+    path = resolve_profile_path(profile)
+    raw = _read_profile(path)
     raw.setdefault("name", path.stem)
     try:
-        return Settings.model_validate(raw)
-    except ValidationError as exc:
+        return Settings.validate(raw)
+    except ProfileError as exc:
         raise SettingsError(_describe(exc, path)) from None

@@ -7,8 +7,10 @@ response-token cross-entropy of each chat-formatted example); perplexity is ``ex
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +21,10 @@ import torch
 from scipy.stats import ttest_rel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
-from resources.accelerate_launch import AccelerateLaunch, run_sft
+from resources.accelerate_launch import AccelerateLaunch, process_device, serve, share_of_batch
 from resources.examples import MeanLoss, encode_pairs
 from resources.judge import student_answers
-from resources.models import load_causal_lm
+from resources.models import load_causal_lm, resolve_dtype
 from resources.training import SFTParams, check_finite, save_policy, trainer_arguments
 
 
@@ -64,6 +66,14 @@ def sft_student(
     return model, tokenizer
 
 
+def _sft_job(job: dict, rows: pl.DataFrame) -> list[dict[str, float]]:
+    """One launched process's share of a student SFT job; the fine-tuned student is written to the job's output."""
+    params = SFTParams(**{**job["params"], "batch_size": share_of_batch(job["params"]["batch_size"])})
+    sft_student(job["model"], rows, params, job["seed"], process_device(job), resolve_dtype(job["precision"]),
+                Path(job["output"]))
+    return []
+
+
 def fine_tune(
     student_folder: str, rows: pl.DataFrame, params: SFTParams, seed: int, device: torch.device, dtype: torch.dtype,
     launch: AccelerateLaunch | None, log: Callable[[str], None],
@@ -72,7 +82,9 @@ def fine_tune(
     if launch is None:
         return sft_student(student_folder, rows, params, seed, device, dtype)
     with tempfile.TemporaryDirectory() as scratch:
-        run_sft(student_folder, rows, params, seed, Path(scratch), device, dtype, launch, log)
+        job = {"model": student_folder, "output": scratch, "device": device.type,
+               "precision": str(dtype).removeprefix("torch."), "params": dataclasses.asdict(params), "seed": seed}
+        launch.run(__name__, job, rows, "student SFT", log)
         model, tokenizer = load_causal_lm(scratch, device, dtype)
     return model.eval(), tokenizer
 
@@ -202,3 +214,7 @@ def compare(results: pl.DataFrame, treatment: str, control: str) -> Comparison:
     if paired.height == 0:
         raise ValueError(f"no seed has evaluation results for both {treatment!r} and {control!r}")
     return Comparison(treatment, control, tuple(paired["treatment"]), tuple(paired["control"]))
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), _sft_job)

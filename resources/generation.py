@@ -1,6 +1,7 @@
 """Text generation behind one interface: a transformers backend for CPU and tests.
 
-Backends take chat-formatted prompt strings and return ``n`` sampled continuations per prompt.
+Backends take chat-formatted prompt strings and return ``n`` sampled continuations per prompt, and count the
+prompt and generated tokens and the time of every call in ``stats`` (:class:`GenerationStats`).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Protocol, TypeVar
 
 import torch
@@ -32,10 +33,41 @@ class SamplingParams:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class GenerationStats:
+    """Work done by ``generate`` calls: prompts, completions, prompt tokens (each prompt once), generated tokens
+    (up to and including the end-of-sequence token) and wall seconds. A generator's ``stats`` is the running
+    total; the difference of two snapshots is what the calls between them did."""
+
+    prompts: int = 0
+    completions: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: GenerationStats) -> GenerationStats:
+        return GenerationStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def __sub__(self, other: GenerationStats) -> GenerationStats:
+        return GenerationStats(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per wall second (0 when no time was spent)."""
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def metadata(self) -> dict[str, int | float]:
+        """The counts plus ``tokens_per_second``, as plain numbers (for asset metadata)."""
+        rounded = {"seconds": round(self.seconds, 3), "tokens_per_second": round(self.tokens_per_second, 2)}
+        return {**asdict(self), **rounded}
+
+
 class Generator(Protocol):
-    """Anything that turns prompts into ``n`` completions each; ``tokenizer`` applies the model's chat template."""
+    """Anything that turns prompts into ``n`` completions each; ``tokenizer`` applies the model's chat template;
+    ``stats`` counts the tokens and time of every call so far."""
 
     tokenizer: PreTrainedTokenizerBase
+    stats: GenerationStats
 
     def generate(
         self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
@@ -67,6 +99,7 @@ class TransformersGenerator:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.stats = GenerationStats()
 
     def generate(
         self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
@@ -76,7 +109,10 @@ class TransformersGenerator:
             torch.manual_seed(params.seed + start)
             return self._generate_batch(batch, params)
 
-        return halving_on_oom(prompts, max(1, self.batch_size // params.n), run, progress)
+        started = time.perf_counter()
+        results = halving_on_oom(prompts, max(1, self.batch_size // params.n), run, progress)
+        self.stats += GenerationStats(seconds=time.perf_counter() - started)
+        return results
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
         self.tokenizer.padding_side = "left"
@@ -100,8 +136,24 @@ class TransformersGenerator:
                 top_k=None,
                 **sampling_args,
             )
-        texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        generated = output[:, width:]
+        self.stats += GenerationStats(
+            prompts=len(prompts), completions=generated.shape[0], prompt_tokens=int(encoded["attention_mask"].sum()),
+            generated_tokens=int(generated_lengths(generated, self.model.generation_config.eos_token_id).sum()),
+        )
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         return [texts[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+
+def generated_lengths(tokens: torch.Tensor, eos_token_id: int | list[int] | None) -> torch.Tensor:
+    """Per row of generated ``tokens``: the count up to and including the first end-of-sequence token, or the
+    full width when there is none (the padding after a finished sequence is not counted)."""
+    width = torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device)
+    if eos_token_id is None:
+        return width
+    eos = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id], device=tokens.device)
+    ended = torch.isin(tokens, eos)
+    return torch.where(ended.any(dim=1), ended.int().argmax(dim=1) + 1, width)
 
 
 def halving_on_oom(

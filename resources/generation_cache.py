@@ -16,7 +16,7 @@ from collections.abc import Callable
 import polars as pl
 from upath import UPath
 
-from resources.generation import Generator, Progress, SamplingParams
+from resources.generation import GenerationStats, Generator, Progress, SamplingParams
 from resources.storage import TableStore
 
 
@@ -34,6 +34,11 @@ class ChunkedGeneration:
         self.chunk_size = chunk_size
         self.log = log
         self.store = store
+
+    @property
+    def stats(self) -> GenerationStats:
+        """The wrapped generator's counts: only chunks generated now, not the ones read back."""
+        return self.generator.stats
 
     def _path(self, params: SamplingParams, start: int, prompts: list[str]) -> UPath:
         key = json.dumps([self.model_key, dataclasses.asdict(params), start, prompts])

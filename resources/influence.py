@@ -9,11 +9,16 @@ only), the part of the update that every candidate shares.
 Unlike the paper's loop, nothing goes through disk: parameters and optimizer state are snapshot in
 memory once and restored in place (bit-identical), the reference set is tokenized and collated
 once into length-sorted, dynamically padded batches, and ``L_ref(θ0)`` is computed once.
+
+Precision: one AdamW step at the paper's learning rate is far below bfloat16's resolution (at lr 5e-6
+a bf16 step changed 0.5% of SmolLM2's parameters), so both engines hold float32 master weights and
+optimizer moments whatever precision the model was loaded in (they convert it in place). The exact
+engine also evaluates in float32; the first-order engine may run its forward/backward matmuls in
+bfloat16 (``compute_dtype``) while gradients, the update and the dot product stay float32.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from resources.examples import EncodedExample, MeanLoss, collate, per_example_loss
+from resources.per_example_grads import PerExampleGradients, UnsupportedModelError
 from resources.training import check_finite
 
 Progress = Callable[[int, int], None]
@@ -54,8 +60,19 @@ class InfluenceEngine(ABC):
         return scores
 
 
+def use_float32_master(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Convert ``model``'s parameters and ``optimizer``'s moments to float32 in place; the parameters stay
+    the same objects, so the optimizer still maps them to their state."""
+    model.float()
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if key != "step" and torch.is_tensor(value) and value.is_floating_point():
+                state[key] = value.float()
+
+
 class ExactInfluence(InfluenceEngine):
-    """The exact one-step influence of each candidate, restoring the warm state in memory."""
+    """The exact one-step influence of each candidate, restoring the warm state in memory; float32
+    weights, step and reference losses whatever precision ``model`` was loaded in."""
 
     def __init__(
         self,
@@ -64,9 +81,11 @@ class ExactInfluence(InfluenceEngine):
         reference: list[EncodedExample],
         pad_id: int,
         batch_size: int = 8,
+        reference_loss: str = "example_mean",
     ) -> None:
         self.model, self.optimizer, self.pad_id = model, optimizer, pad_id
-        self.reference_loss = MeanLoss(reference, pad_id, batch_size, "the reference set")
+        use_float32_master(model, optimizer)
+        self.reference_loss = MeanLoss(reference, pad_id, batch_size, "the reference set", reference_loss)
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.saved_params = [p.detach().clone() for p in self.params]
         self.saved_state = [
@@ -108,15 +127,66 @@ class ExactInfluence(InfluenceEngine):
         return InfluenceScore(self.loss_before, after, self.loss_null_step, self.loss_before - after)
 
 
-class FirstOrderInfluence(InfluenceEngine):
-    """First-order approximation: ``influence(c) ≈ −∇L_ref(θ0) · Δ(g_c)``, where ``Δ(g)`` is the exact
-    AdamW update (decoupled weight decay, moments, bias correction) the optimizer would apply for
-    gradient ``g``. One forward/backward per candidate and no reference pass; the reference gradient
-    is computed once. Work happens on flat float32 buffers so the update and dot product are a few
-    vector operations.
+@dataclass(frozen=True)
+class AdamWTerms:
+    """What one parameter's AdamW update needs, as flat float32 views, plus its reference gradient."""
 
-    ``param_pattern`` (a regex on parameter names, e.g. ``layers\\.(2[6-9])\\.``) restricts the
-    approximation to matching parameters: the others get no gradient, which cuts backward cost."""
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    reference_grad: torch.Tensor
+    beta1: float
+    beta2: float
+    eps: float
+    bias2: float  # bias correction 2
+    step_scale: float  # −lr / bias correction 1
+    decay_effect: float  # reference_grad · (−lr · weight_decay · θ), the same for every candidate
+
+    @classmethod
+    def of(cls, param: torch.Tensor, state: dict, group: dict, reference_grad: torch.Tensor) -> AdamWTerms:
+        """The terms of ``param`` with its optimizer ``state`` and param ``group``."""
+        if group.get("amsgrad") or group.get("maximize"):
+            raise UnsupportedModelError("first-order influence supports plain AdamW (no amsgrad, no maximize)")
+        lr, (beta1, beta2), step = float(group["lr"]), group["betas"], float(state["step"]) + 1
+        decay = -lr * group["weight_decay"] * float(reference_grad.double() @ param.detach().reshape(-1).double())
+        return cls(state["exp_avg"].reshape(-1), state["exp_avg_sq"].reshape(-1), reference_grad, beta1, beta2,
+                   group["eps"], 1 - beta2**step, -lr / (1 - beta1**step), decay)
+
+    def effect(self, grads: torch.Tensor, block: int) -> torch.Tensor:
+        """``reference_grad · Δθ(g)`` for each row ``g`` of ``grads`` (rows × numel), float64, where Δθ is
+        the change one AdamW step with gradient ``g`` makes. The update is never materialized: it is
+        built and dotted ``block`` elements at a time (in cache on CPU), partial sums in float64.
+        ``sqrt(v) / sqrt(bias2)`` is computed as ``sqrt(v / bias2)``, one pass less."""
+        total = grads.new_zeros(grads.shape[0], dtype=torch.float64)
+        for start in range(0, grads.shape[1], block):
+            end = start + block
+            grad = grads[:, start:end]
+            exp_avg = torch.lerp(self.exp_avg[start:end], grad, 1 - self.beta1)
+            denom = torch.addcmul(self.exp_avg_sq[start:end] * (self.beta2 / self.bias2), grad, grad,
+                                  value=(1 - self.beta2) / self.bias2)
+            denom.sqrt_().add_(self.eps)
+            total += (exp_avg.div_(denom) @ self.reference_grad[start:end]).double()
+        return total * self.step_scale + self.decay_effect
+
+
+class FirstOrderInfluence(InfluenceEngine):
+    """First-order approximation: ``influence(c) ≈ −∇L_ref(θ0) · Δθ(g_c)``, where ``Δθ(g)`` is the exact
+    AdamW update (decoupled weight decay, moments, bias correction) the optimizer would apply for
+    gradient ``g``. No reference pass per candidate: the reference gradient (and ``L_ref(θ0)``) come
+    from one backward pass through the reference loss at set-up.
+
+    Candidates are scored ``candidate_batch_size`` at a time (sorted by length, right-padded): one
+    batched forward/backward gives every candidate's own gradient (:class:`PerExampleGradients`), and
+    each parameter tensor's gradients are turned into the AdamW update and dotted with the reference
+    gradient as soon as backward produces them, then dropped. Peak extra memory is about
+    ``candidate_batch_size`` × (largest parameter tensor, or the tied embedding) in float32, plus the
+    batch's activations; ``candidate_batch_size=1`` is the sequential method.
+
+    ``compute_dtype`` bfloat16 runs the model's matmuls under autocast; per-example gradients, the
+    update and the dot product stay float32. float16 (too little range for unscaled gradients) is
+    computed in float32. ``param_pattern`` (a regex on parameter names, e.g. ``layers\\.(2[6-9])\\.``)
+    restricts the approximation to matching parameters, which also stops backward early. The reference
+    gradient is that of the ``reference_loss`` definition, through :meth:`MeanLoss.terms` (the same shares
+    the exact method evaluates)."""
 
     def __init__(
         self,
@@ -126,71 +196,65 @@ class FirstOrderInfluence(InfluenceEngine):
         pad_id: int,
         batch_size: int = 8,
         param_pattern: str | None = None,
+        reference_loss: str = "example_mean",
+        candidate_batch_size: int = 1,
+        compute_dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.model, self.pad_id = model, pad_id
+        if candidate_batch_size < 1:
+            raise ValueError(f"candidate_batch_size must be >= 1, got {candidate_batch_size}")
+        self.model, self.pad_id, self.candidate_batch_size = model, pad_id, candidate_batch_size
+        use_float32_master(model, optimizer)
         pattern = re.compile(param_pattern) if param_pattern else None
         named = [(n, p) for n, p in model.named_parameters() if p in optimizer.state]
         self.params = [p for n, p in named if pattern is None or pattern.search(n)]
         if not self.params:
             raise ValueError(f"no optimizer parameter matches influence pattern {param_pattern!r}")
-        chosen = {id(p) for p in self.params}
-        self._requires_grad = {p: p.requires_grad for _, p in model.named_parameters()}
-        group = optimizer.param_groups[0]
-        self.lr, self.weight_decay, self.eps = group["lr"], group["weight_decay"], group["eps"]
-        self.beta1, self.beta2 = group["betas"]
-        step = float(optimizer.state[self.params[0]]["step"]) + 1
-        self.bias1, self.sqrt_bias2 = 1 - self.beta1**step, math.sqrt(1 - self.beta2**step)
-        flat = lambda tensors: torch.cat([t.detach().reshape(-1).float() for t in tensors])  # noqa: E731
-        self.theta = flat(self.params)
-        self.exp_avg = flat(optimizer.state[p]["exp_avg"] for p in self.params)
-        self.exp_avg_sq = flat(optimizer.state[p]["exp_avg_sq"] for p in self.params)
-        for _, param in model.named_parameters():
-            param.requires_grad_(id(param) in chosen)
-        self.grad_buffer = torch.zeros_like(self.theta)
-        self.decay_term = self.lr * self.weight_decay * self.theta
+        self.gradients = PerExampleGradients(model, self.params)
+        device = self.params[0].device
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=compute_dtype == torch.bfloat16)
+        self.block = 1 << (16 if device.type == "cpu" else 26)
         self.model.eval()
-        self.loss_before = check_finite(
-            MeanLoss(reference, pad_id, batch_size, "the reference set")(model), "reference loss"
-        )
-        self.reference_grad = self._gradient(reference, batch_size).clone()
-        self.null_effect = float(self.reference_grad @ self.update(torch.zeros_like(self.theta)))
+        reference_grads = [torch.zeros(p.numel(), dtype=torch.float32, device=device) for p in self.params]
+        loss = torch.zeros((), dtype=torch.float64)
+        sink = lambda i, grad: reference_grads[i].add_(grad.reshape(-1))  # noqa: E731
+        with torch.enable_grad(), self.autocast, self.gradients.capture(1, sink, per_example=False):
+            for share in MeanLoss(reference, pad_id, batch_size, "the reference set", reference_loss).terms(model):
+                share.backward()
+                loss += share.detach().double().cpu()
+        self.loss_before = check_finite(float(loss), "reference loss")
+        groups = {p: group for group in optimizer.param_groups for p in group["params"]}
+        self.terms = [AdamWTerms.of(p, optimizer.state[p], groups[p], g)
+                      for p, g in zip(self.params, reference_grads, strict=True)]
+        self.null_effect = float(sum(t.effect(torch.zeros_like(t.exp_avg)[None], self.block) for t in self.terms))
 
-    def _gradient(self, examples: list[EncodedExample], batch_size: int) -> torch.Tensor:
-        """Flat gradient of the mean per-example loss over ``examples``, accumulated by autograd straight
-        into one flat buffer (each parameter's ``.grad`` is a view of it), so nothing is concatenated."""
-        self.grad_buffer.zero_()
-        offset = 0
-        for param in self.params:
-            param.grad = self.grad_buffer[offset : offset + param.numel()].view_as(param)
-            offset += param.numel()
-        with torch.enable_grad():
-            for start in range(0, len(examples), batch_size):
-                batch = collate(examples[start : start + batch_size], self.pad_id)
-                (per_example_loss(self.model, batch).sum() / len(examples)).backward()
-        for param in self.params:
-            param.grad = None
-        return self.grad_buffer
+    def _effects(self, candidates: list[EncodedExample]) -> list[float]:
+        """``reference_grad · Δθ`` for each candidate, from one batched backward pass."""
+        effects = torch.zeros(len(candidates), dtype=torch.float64, device=self.params[0].device)
+        sink = lambda i, grads: effects.add_(self.terms[i].effect(grads.reshape(len(candidates), -1),  # noqa: E731
+                                                                   max(1, self.block // len(candidates))))
+        with torch.enable_grad(), self.autocast, self.gradients.capture(len(candidates), sink):
+            per_example_loss(self.model, collate(candidates, self.pad_id)).sum().backward()
+        return effects.tolist()
 
-    def update(self, grad: torch.Tensor) -> torch.Tensor:
-        """The parameter change one AdamW step with gradient ``grad`` would make."""
-        exp_avg = torch.lerp(self.exp_avg, grad, 1 - self.beta1)
-        denom = torch.addcmul(self.exp_avg_sq, grad, grad, value=(1 - self.beta2) / self.beta2)
-        denom.mul_(self.beta2).sqrt_().div_(self.sqrt_bias2).add_(self.eps)
-        return exp_avg.div_(denom).mul_(-self.lr / self.bias1).sub_(self.decay_term)
-
-    def score(self, candidate: EncodedExample, index: int = 0) -> InfluenceScore:
-        """Approximate one candidate's scores (``loss_after`` and ``loss_null_step`` are first-order too)."""
-        effect = float(self.reference_grad @ self.update(self._gradient([candidate], 1)))
+    def _score(self, effect: float, index: int) -> InfluenceScore:
         after = check_finite(self.loss_before + effect, f"approximate loss after candidate {index}")
         return InfluenceScore(self.loss_before, after, self.loss_before + self.null_effect, -effect)
 
+    def score(self, candidate: EncodedExample, index: int = 0) -> InfluenceScore:
+        """Approximate one candidate's scores (``loss_after`` and ``loss_null_step`` are first-order too)."""
+        return self._score(self._effects([candidate])[0], index)
+
     def score_all(self, candidates: list[EncodedExample], progress: Progress | None = None) -> list[InfluenceScore]:
-        """Score every candidate, then give parameters back their original ``requires_grad``."""
-        try:
-            return super().score_all(candidates, progress)
-        finally:
-            for param, flag in self._requires_grad.items():
-                param.requires_grad_(flag)
+        """Score candidates ``candidate_batch_size`` at a time, batched by length; results in input order."""
+        order = sorted(range(len(candidates)), key=lambda k: len(candidates[k].input_ids))
+        scores: list[InfluenceScore | None] = [None] * len(candidates)
+        for start in range(0, len(order), self.candidate_batch_size):
+            batch = order[start : start + self.candidate_batch_size]
+            for k, effect in zip(batch, self._effects([candidates[k] for k in batch]), strict=True):
+                scores[k] = self._score(effect, k)
+            if progress:
+                progress(min(start + len(batch), len(order)), len(candidates))
+        return scores
 
 
 METHODS = ("exact", "first_order")
@@ -204,10 +268,16 @@ def make_influence_engine(
     pad_id: int,
     batch_size: int,
     param_pattern: str | None = None,
+    reference_loss: str = "example_mean",
+    candidate_batch_size: int = 1,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> InfluenceEngine:
-    """The influence engine named by ``method`` (settings ``influence.method``)."""
+    """The influence engine named by ``method`` (settings ``influence.method``), scoring against the
+    ``reference_loss`` definition (``example_mean`` or ``batch_token_mean``, see :class:`MeanLoss`).
+    ``candidate_batch_size`` and ``compute_dtype`` apply to first-order only; exact always computes in float32."""
     if method == "exact":
-        return ExactInfluence(model, optimizer, reference, pad_id, batch_size)
+        return ExactInfluence(model, optimizer, reference, pad_id, batch_size, reference_loss)
     if method == "first_order":
-        return FirstOrderInfluence(model, optimizer, reference, pad_id, batch_size, param_pattern)
+        return FirstOrderInfluence(model, optimizer, reference, pad_id, batch_size, param_pattern, reference_loss,
+                                   candidate_batch_size, compute_dtype)
     raise ValueError(f"unknown influence method {method!r}; choose one of {list(METHODS)}")

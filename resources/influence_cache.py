@@ -1,7 +1,8 @@
 """Influence score cache: unchanged candidates are never scored twice.
 
 Scores are keyed by (student version, reference set version, method and its parameters) per file,
-and by candidate content hash (``candidate_id``) per row, under ``{tables}/influence_cache/{key}/``.
+and by candidate content hash (``candidate_id``) per row, under ``influence_cache/{key}/`` of the store it is
+given (the pipeline's cache store: ``storage.cache``, by default the tables path).
 """
 
 from __future__ import annotations
@@ -14,21 +15,24 @@ import polars as pl
 from resources.storage import TableStore, frame_hash
 
 SCORE_COLUMNS = ["loss_before", "loss_after", "loss_null_step", "influence"]
-CACHE_SCHEMA = {"candidate_id": pl.String, **{c: pl.Float64 for c in SCORE_COLUMNS}}
+LOSS_COLUMN = "candidate_loss"  # the warm student's own loss on the candidate
+CACHE_SCHEMA = {"candidate_id": pl.String, **{c: pl.Float64 for c in [*SCORE_COLUMNS, LOSS_COLUMN]}}
 
 
 class InfluenceCache:
     """Cached scores for one (student, reference set, method) combination."""
 
-    def __init__(self, tables_base: str, student_version: str, reference_version: str, method: dict) -> None:
-        key = json.dumps([student_version, reference_version, method], sort_keys=True)
+    def __init__(self, store: TableStore, student_version: str, reference_version: str, method: dict) -> None:
+        # the cached columns are part of the key: files written with other columns are never read
+        key = json.dumps([student_version, reference_version, method, list(CACHE_SCHEMA)], sort_keys=True)
         self.key = hashlib.sha256(key.encode()).hexdigest()[:16]
-        self.store = TableStore(tables_base)
+        self.store = store
         self.folder = self.store.base / "influence_cache" / self.key
 
     def load(self) -> pl.DataFrame:
         """All cached scores (empty when none)."""
-        parts = [TableStore.read(p).select(list(CACHE_SCHEMA)) for p in sorted(self.folder.glob("*.parquet"))]
+        files = sorted(self.folder.glob("*.parquet"))
+        parts = [TableStore.read(path, self.store.policy).select(list(CACHE_SCHEMA)) for path in files]
         merged = pl.concat([pl.DataFrame(schema=CACHE_SCHEMA), *parts])
         return merged.unique("candidate_id", keep="first", maintain_order=True)
 

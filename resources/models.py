@@ -161,9 +161,38 @@ def _build_tiny(name: str, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def resolve_model_source(source: str, cache_dir: str | Path) -> str:
-    """Turn a model source string into something ``from_pretrained`` can load (usually a local folder)."""
-    cache = Path(cache_dir)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def check_model_folder(folder: str | Path) -> None:
+    """Raise ModelSourceError naming what a local model folder lacks: config.json, a tokenizer, weights."""
+    path = Path(folder)
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        missing.append(f"a tokenizer ({' / '.join(TOKENIZER_FILES)})")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        missing.append(f"weights ({' / '.join(WEIGHT_PATTERNS)})")
+    if missing:
+        raise ModelSourceError(f"{folder} is not a model folder: missing {', '.join(missing)}")
+
+
+def resolve_model_source(source: str, cache_dir: str | Path, setting: str | None = None) -> str:
+    """Turn a model source string into something ``from_pretrained`` can load (usually a local folder).
+
+    A local folder must hold a model (config.json, a tokenizer, weights). ``setting`` (e.g.
+    ``models.teacher``) prefixes every ModelSourceError, so the message names what to fix."""
+    try:
+        return _resolve(source, Path(cache_dir))
+    except ModelSourceError as exc:
+        if setting:
+            raise ModelSourceError(f"{setting}: {exc}") from exc
+        raise
+
+
+def _resolve(source: str, cache: Path) -> str:
     if source == "embedded:smollm2":
         target = cache / "smollm2-135m-instruct-f32"
         return str(target if target.exists() else _publish_dir(_convert_embedded, target))
@@ -174,6 +203,7 @@ def resolve_model_source(source: str, cache_dir: str | Path) -> str:
         target = cache / f"tiny-random-{name}"
         return str(target if target.exists() else _publish_dir(lambda d: _build_tiny(name, d), target))
     if os.path.isdir(source):
+        check_model_folder(source)
         return source
     if source.startswith((".", "/", "~")) or os.sep in source and not _looks_like_hub_name(source):
         raise ModelSourceError(f"model path {source!r} does not exist")

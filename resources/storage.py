@@ -4,6 +4,11 @@ Paths are UPath locations (a local path or ``s3://bucket/prefix``; S3 credential
 come from the standard AWS environment). Writes are published atomically: locally by renaming a
 finished temporary file or folder into place; on S3 by uploading whole objects and writing a
 checkpoint's manifest last, so a reader never sees a partial table or checkpoint.
+
+Versioned tables never overwrite one another: every materialization of an asset is its own file,
+``{base}/{namespace}/{asset path}/{data_version}.parquet``, and the resolved settings a run used are
+kept once per content hash under ``{base}/{namespace}/_settings/``. Removing old versions is an
+explicit step (:mod:`resources.gc`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import polars as pl
 from upath import UPath
@@ -24,6 +31,8 @@ from upath import UPath
 from resources.retry import DEFAULT_POLICY, RetryPolicy, retrying
 
 MANIFEST_FILE = "_MANIFEST.json"
+CONTENT_HASH_KEY = "content_hash"
+SETTINGS_FOLDER = "_settings"
 
 
 def is_local(path: UPath | str) -> bool:
@@ -57,25 +66,83 @@ def publish_bytes(path: UPath | Path | str, data: bytes, policy: RetryPolicy = D
     return path
 
 
+def _through_temp_file(target: Path, data: bytes, place: Callable[[Path, Path], None]) -> None:
+    """Write ``data`` to a temporary file beside ``target``, then ``place`` it (rename or link): never half-written."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        place(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_whole(path: UPath, data: bytes) -> None:
     if is_local(path):
-        target = Path(path.path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _through_temp_file(Path(path.path), data, os.replace)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+def publish_new_bytes(path: UPath | Path | str, data: bytes, policy: RetryPolicy = DEFAULT_POLICY) -> bool:
+    """Like :func:`publish_bytes`, but never replaces an existing object: True if ``data`` was written, False if
+    something was already at ``path``. Locally the finished temporary file is hard-linked into place, which
+    fails when the name exists, so two concurrent writers cannot replace each other's file; on S3 the
+    existence check and the PUT are two requests."""
+    path = UPath(path)
+    return retrying(lambda: _write_new(path, data), f"writing {path}", policy)
+
+
+def _write_new(path: UPath, data: bytes) -> bool:
+    if not is_local(path):
+        if path.exists():
+            return False
+        _write_whole(path, data)
+        return True
+    try:
+        _through_temp_file(Path(path.path), data, os.link)  # linking fails when the name exists
+    except FileExistsError:
+        return False
+    return True
 
 
 def read_bytes(path: UPath | str, policy: RetryPolicy = DEFAULT_POLICY) -> bytes:
     """The bytes at ``path``, transient faults retried."""
     path = UPath(path)
     return retrying(path.read_bytes, f"reading {path}", policy)
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One stored version of an asset: a table file or a checkpoint folder, when it was written and its size."""
+
+    path: str
+    data_version: str
+    modified: float
+    size: int
+
+
+@dataclass(frozen=True)
+class VersionWrite:
+    """Where a versioned table lives and what writing it did: ``written`` (a new file), ``unchanged`` (the same
+    table was already stored under this version) or ``kept_existing`` (a different table carries the same data
+    version, e.g. a checkpoint manifest of identical weights from another run; the first one is kept)."""
+
+    path: UPath
+    status: Literal["written", "unchanged", "kept_existing"]
+
+
+def _segment(value: str, what: str) -> str:
+    """``value`` if it is usable as one path segment (non-empty, no separator, not hidden)."""
+    if not value or "/" in value or "\\" in value or value.startswith("."):
+        raise ValueError(f"{what} {value!r} cannot be a path segment (empty, a separator or a leading dot)")
+    return value
+
+
+def content_version(text: str) -> str:
+    """The short content hash naming a stored text (e.g. a settings file)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class TableStore:
@@ -95,6 +162,53 @@ class TableStore:
         buffer = io.BytesIO()
         df.write_parquet(buffer, metadata=metadata)
         return publish_bytes(path, buffer.getvalue(), self.policy)
+
+    def asset_folder(self, namespace: str, asset_path: Sequence[str]) -> UPath:
+        """``{base}/{namespace}/{asset path}``: the folder holding every version of an asset."""
+        parts = [_segment(namespace, "namespace"), *(_segment(part, "asset path part") for part in asset_path)]
+        return self.base.joinpath(*parts)
+
+    def version_location(self, namespace: str, asset_path: Sequence[str], data_version: str) -> UPath:
+        """``{base}/{namespace}/{asset path}/{data_version}.parquet``."""
+        return self.asset_folder(namespace, asset_path) / f"{_segment(data_version, 'data version')}.parquet"
+
+    def write_version(
+        self, df: pl.DataFrame, namespace: str, asset_path: Sequence[str], data_version: str,
+        metadata: dict[str, str] | None = None,
+    ) -> VersionWrite:
+        """Publish ``df`` as version ``data_version`` of the asset, atomically, never replacing a stored file.
+        The table's content hash is stamped into the Parquet metadata (``content_hash``) and tells whether a
+        table already stored under this version is the same one."""
+        path = self.version_location(namespace, asset_path, data_version)
+        content = frame_hash(df)
+        if not path.exists():
+            buffer = io.BytesIO()
+            df.write_parquet(buffer, metadata={**(metadata or {}), CONTENT_HASH_KEY: content})
+            if publish_new_bytes(path, buffer.getvalue(), self.policy):
+                return VersionWrite(path, "written")
+        stored = self.read_metadata(path, self.policy).get(CONTENT_HASH_KEY)
+        return VersionWrite(path, "unchanged" if stored == content else "kept_existing")
+
+    def versions(self, namespace: str, asset_path: Sequence[str]) -> list[StoredVersion]:
+        """Every stored version of an asset, oldest first (by file modification time)."""
+        folder = self.asset_folder(namespace, asset_path)
+        if not folder.exists():
+            return []
+        found = []
+        for path in folder.glob("*.parquet"):
+            if path.name.startswith("."):
+                continue
+            info = path.stat()
+            found.append(StoredVersion(str(path), path.stem, info.st_mtime, info.st_size))
+        return sorted(found, key=lambda v: (v.modified, v.data_version))
+
+    def store_settings(self, namespace: str, settings_yaml: str) -> UPath:
+        """Keep the resolved settings text once per content hash, ``{base}/{namespace}/_settings/{hash}.yaml``;
+        return its path (the same path for the same text, written only the first time)."""
+        path = self.base.joinpath(_segment(namespace, "namespace"), SETTINGS_FOLDER,
+                                  f"{content_version(settings_yaml)}.yaml")
+        publish_new_bytes(path, settings_yaml.encode(), self.policy)
+        return path
 
     @staticmethod
     def read(path: UPath | str, policy: RetryPolicy = DEFAULT_POLICY) -> pl.DataFrame:
@@ -136,6 +250,20 @@ class CheckpointStore:
                 publish_bytes(target / relative, (folder / relative).read_bytes(), self.policy)
             publish_bytes(target / MANIFEST_FILE, manifest.encode(), self.policy)
         return PublishedCheckpoint(str(target), content_hash)
+
+    def versions(self, name: str) -> list[StoredVersion]:
+        """Every complete checkpoint published under ``name``, oldest first (by its manifest's time)."""
+        folder = self.base / name
+        if not folder.exists():
+            return []
+        found = []
+        for manifest in folder.glob(f"*/{MANIFEST_FILE}"):
+            checkpoint = manifest.parent
+            if checkpoint.name.startswith("."):
+                continue
+            size = sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())
+            found.append(StoredVersion(str(checkpoint), checkpoint.name, manifest.stat().st_mtime, size))
+        return sorted(found, key=lambda v: (v.modified, v.data_version))
 
     def local_folder(self, uri: str) -> str:
         """A local folder holding the checkpoint at ``uri`` (downloaded once into the cache for S3)."""

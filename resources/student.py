@@ -10,12 +10,18 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from resources.examples import encode_pairs
+from resources.examples import EncodedExample, collate, encode_pairs, per_example_loss
 from resources.generation import rate_logger
 from resources.influence import make_influence_engine
-from resources.influence_cache import SCORE_COLUMNS, InfluenceCache
+from resources.influence_cache import LOSS_COLUMN, SCORE_COLUMNS, InfluenceCache
 from resources.models import load_causal_lm
-from resources.training import WarmupConfig, load_training_state, save_training_state, warmup_sft
+from resources.training import (
+    WarmupConfig,
+    check_finite,
+    load_training_state,
+    save_training_state,
+    warmup_sft,
+)
 
 
 def split_warmup(kept: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -40,12 +46,32 @@ def train_warm_student(
     device: torch.device,
     dtype: torch.dtype,
     log: Callable[[str], None],
+    truncation: str = "left",
 ) -> list[float]:
-    """Warm the student up on ``rows`` (instruction, response) and save model + optimizer state."""
+    """Warm the student up on ``rows`` (instruction, response), encoded with ``truncation`` (see
+    :func:`resources.examples.encode_example`), and save model + optimizer state."""
     model, tokenizer = load_causal_lm(student_folder, device, dtype)
-    examples = encode_pairs(tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), max_length)
+    examples = encode_pairs(
+        tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), max_length, truncation
+    )
     optimizer, losses = warmup_sft(model, examples, tokenizer.pad_token_id, config, log)
     save_training_state(model, tokenizer, optimizer, output_folder)
+    return losses
+
+
+def example_losses(
+    model: torch.nn.Module, examples: list[EncodedExample], pad_id: int, batch_size: int
+) -> list[float]:
+    """Each example's mean answer-token loss under ``model`` (in input order), batched by length so that
+    padding stays small; no parameter changes (``torch.inference_mode``)."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    losses = [0.0] * len(examples)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            picked = order[start : start + batch_size]
+            values = per_example_loss(model, collate([examples[i] for i in picked], pad_id)).double().cpu().tolist()
+            for index, value in zip(picked, values, strict=True):
+                losses[index] = check_finite(value, f"the warm student's loss on candidate {index}")
     return losses
 
 
@@ -62,16 +88,33 @@ def score_influence(
     log: Callable[[str], None],
     chunk_size: int = 8,
     on_chunk: Callable[[pl.DataFrame], None] | None = None,
+    reference_loss: str = "example_mean",
+    truncation: str = "left",
+    candidate_batch_size: int = 1,
 ) -> pl.DataFrame:
-    """Score every candidate's local influence on the reference loss from the warm state, ``chunk_size``
-    candidates at a time; ``on_chunk`` receives each finished chunk (e.g. to persist it)."""
-    model, tokenizer, optimizer = load_training_state(warm_folder, device, dtype)
+    """Score every candidate's local influence on the ``reference_loss`` from the warm state, ``chunk_size``
+    candidates at a time; ``on_chunk`` receives each finished chunk (e.g. to persist it). Reference pairs and
+    candidates are encoded with ``truncation`` (see :func:`resources.examples.encode_example`). Each row also gets
+    ``candidate_loss``, the warm student's own loss on the candidate (before any influence step), the score of the
+    ``student_loss`` preference signal; it is computed one candidate at a time, because in a padded batch the last
+    bits depend on the batch's other rows and a resumed run must reproduce an uninterrupted run's table exactly.
+
+    The warm state is loaded in float32 whatever ``dtype`` (the profile's precision) says, because one
+    AdamW step at the warm-up learning rate vanishes in bfloat16; ``dtype`` only sets the first-order
+    method's compute precision. ``candidate_batch_size``: first-order candidates per batched backward."""
+    model, tokenizer, optimizer = load_training_state(warm_folder, device, torch.float32)
 
     def encode(table: pl.DataFrame) -> list:
-        return encode_pairs(tokenizer, table["instruction"].to_list(), table["response"].to_list(), max_length)
+        return encode_pairs(
+            tokenizer, table["instruction"].to_list(), table["response"].to_list(), max_length, truncation
+        )
 
+    candidate_loss = pl.Series(
+        LOSS_COLUMN, example_losses(model, encode(candidates), tokenizer.pad_token_id, batch_size=1), pl.Float64
+    )
     engine = make_influence_engine(
-        method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size, param_pattern
+        method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size, param_pattern,
+        reference_loss, candidate_batch_size, dtype,
     )
     progress = rate_logger(log, "influence")
     parts = []
@@ -81,6 +124,7 @@ def score_influence(
             encode(chunk), lambda done, _, offset=start: progress(offset + done, candidates.height)
         )
         table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
+        table = table.with_columns(candidate_loss.slice(start, chunk.height))
         parts.append(pl.concat([chunk, table], how="horizontal"))
         if on_chunk:
             on_chunk(parts[-1])

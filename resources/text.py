@@ -1,4 +1,8 @@
-"""Text engine of synthesis: parse the teacher's output, apply the paper's filters, drop near-duplicates.
+"""Text engine of synthesis: parse the teacher's output, apply filters, drop near-duplicates.
+
+Two parsers (:func:`parse_instruction` for a prefilled opening tag, :func:`parse_last_instruction` as
+Montessori-Instruct's code parses) and two filter sets (:func:`official_filter`, Montessori-Instruct's
+post-processing; :func:`filter_verdict`, the Self-Instruct-style word-count filters).
 
 Near-duplicate removal makes exactly the decisions of the straightforward loop with Google's
 ``rouge_score`` (``RougeScorer(["rougeL"], use_stemmer=False)``): candidates are visited in order and
@@ -22,15 +26,32 @@ from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
 OPEN_TAG, CLOSE_TAG, END_OF_TURN = "<instruction>", "</instruction>", "<|im_end|>"
-# The Self-Instruct / Montessori-Instruct blacklist of tasks a text-only model cannot do. As in the
-# reference code (``re.search(r"\b(word)\b", text, re.IGNORECASE)``) each entry must appear as a whole
-# word, case-insensitively: "a map" and "Map-reduce" match, "mapping", "plotting", "profile" and
-# "drawing" do not (only the listed forms count), and "go to" needs exactly one space between the words.
-BLACKLIST = (
+# Words naming tasks a text-only model cannot do. Each entry must appear as a whole word, case-insensitively
+# (``\b(word)\b``, as in both reference codes): "a map" and "Map-reduce" match, "mapping", "plotting",
+# "profile" and "drawing" do not (only the listed forms count), and "go to" needs exactly one space.
+# Montessori-Instruct's post-processing (``src/utils.py``) uses these 13 ...
+OFFICIAL_BLOCKLIST = (
     "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-    "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+    "draw", "plot", "go to",
 )  # fmt: skip
-UNSUPPORTED = re.compile(r"\b(" + "|".join(map(re.escape, BLACKLIST)) + r")\b", re.IGNORECASE)
+# ... Self-Instruct's filter (Wang et al. 2023) five more.
+BLACKLIST = (*OFFICIAL_BLOCKLIST, "video", "audio", "music", "flowchart", "diagram")
+
+
+def _whole_words(words: Sequence[str]) -> re.Pattern[str]:
+    return re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE)
+
+
+UNSUPPORTED, OFFICIAL_UNSUPPORTED = _whole_words(BLACKLIST), _whole_words(OFFICIAL_BLOCKLIST)
+# A closed pair as the reference parser forms them, left to right: an opening tag, then the shortest text up
+# to the next closing tag (which may hold a stray opening tag of an unclosed pair before it).
+_CLOSED_PAIR = re.compile(re.escape(OPEN_TAG) + "(.*?)" + re.escape(CLOSE_TAG), re.DOTALL)
+# The reference removes ``<input>`` / ``</input>`` tags with this whitespace handling (the text is collapsed
+# first, so runs are single spaces): a closing tag takes the spaces on both sides with it; an opening tag
+# does so only when a space precedes it, else it goes alone. Words either side of a removed tag can thus
+# join ("this <input>The" becomes "thisThe"); reproduced as is, since it shapes the official data.
+_INPUT_TAGS = re.compile(r"\s*</input>\s*|\s+<input>\s*|<input>")
+OFFICIAL_MIN_CHARS, OFFICIAL_MAX_CHARS = 6, 400
 _PUNCTUATION = tuple(string.punctuation)
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 # Candidates decided per rapidfuzz call: at most _MAX_BLOCK, fewer when the kept pool is large so that
@@ -54,9 +75,20 @@ def parse_instruction(raw: str) -> str | None:
     return " ".join(text.split()) or None
 
 
+def parse_last_instruction(raw: str) -> str | None:
+    """The content of the last closed ``<instruction>…</instruction>`` pair of a teacher output (the official
+    parser), with whitespace runs collapsed to single spaces; None when no pair is closed.
+
+    Anything after the end-of-turn token ``<|im_end|>`` is ignored (the reference stops sampling there).
+    Pairs are formed as the reference forms them, left to right, each opening tag with the next closing
+    tag; a pair may be empty (then ``""``)."""
+    pairs = _CLOSED_PAIR.findall(raw.split(END_OF_TURN, 1)[0])
+    return " ".join(pairs[-1].split()) if pairs else None
+
+
 def filter_verdict(instruction: str | None, min_words: int = 5, max_words: int = 400) -> str:
-    """``"ok"`` or the first failed check, in this order: ``unparsed`` (None), ``non_ascii``,
-    ``leading_punctuation``, ``too_short`` / ``too_long`` (whitespace-split words outside
+    """The Self-Instruct-style filters: ``"ok"`` or the first failed check, in this order: ``unparsed``
+    (None), ``non_ascii``, ``leading_punctuation``, ``too_short`` / ``too_long`` (whitespace-split words outside
     ``[min_words, max_words]``), ``unsupported_task`` (a whole-word :data:`BLACKLIST` hit)."""
     if instruction is None:
         return "unparsed"
@@ -72,6 +104,29 @@ def filter_verdict(instruction: str | None, min_words: int = 5, max_words: int =
     if UNSUPPORTED.search(instruction):
         return "unsupported_task"
     return "ok"
+
+
+def official_filter(instruction: str) -> tuple[str, str]:
+    """The official post-processing: ``(verdict, text)``, the verdict ``"ok"`` or the first failed check.
+
+    The text is whitespace-collapsed and passed through ``str.capitalize`` as in the reference, which
+    upper-cases the first character and lower-cases all others ("Explain NASA" becomes "Explain nasa").
+    Checks, in order: ``too_short`` / ``too_long`` (at most 5 or more than 400 characters), ``unsupported_task``
+    (a whole-word :data:`OFFICIAL_BLOCKLIST` hit), ``leading_punctuation``, ``non_ascii_start`` (only the
+    first character must be ASCII). A passing text then loses its ``<input>``/``</input>`` tags (see
+    ``_INPUT_TAGS``); the length is judged before, with the tags."""
+    text = " ".join(instruction.split()).capitalize()
+    if len(text) < OFFICIAL_MIN_CHARS:
+        return "too_short", text
+    if len(text) > OFFICIAL_MAX_CHARS:
+        return "too_long", text
+    if OFFICIAL_UNSUPPORTED.search(text):
+        return "unsupported_task", text
+    if text.startswith(_PUNCTUATION):
+        return "leading_punctuation", text
+    if not text[0].isascii():
+        return "non_ascii_start", text
+    return "ok", _INPUT_TAGS.sub("", text)
 
 
 def rouge_tokens(text: str) -> list[str]:

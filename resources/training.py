@@ -1,17 +1,20 @@
 """Training engines: warm-up SFT of the student (plain loop) and teacher DPO (TRL ``DPOTrainer``).
 
 Warm-up uses a plain AdamW loop rather than TRL's ``SFTTrainer`` on purpose: influence scoring must
-continue *this exact optimizer* (same hyperparameters, constant learning rate, its moments), and
-the state must be saved as safetensors. ``SFTTrainer`` decays the learning rate to zero by default
-and checkpoints optimizer state with pickle; the loop below is 20 lines and has neither problem.
+continue *this exact optimizer* (same hyperparameters, the learning rate the schedule holds at the end,
+its moments), and the state must be saved as safetensors, not pickle. The loop reproduces what the
+official warm-up gets from the HF Trainer (transformers 4.44.2, ``warmup_stable_decay`` with warm-up
+ratio 1, stable and decay 0, ``min_lr_ratio`` 1): ``ramp_then_hold``; see :class:`WarmupConfig`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import random
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +26,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, Trainer, TrainerCallback
 
-from resources.examples import EncodedExample, collate, per_example_loss
-from resources.models import load_causal_lm
+from resources.accelerate_launch import AccelerateLaunch, process_device, serve, share_of_batch
+from resources.examples import EncodedExample, check_choice, collate, token_loss_sums
+from resources.models import load_causal_lm, resolve_dtype
+from resources.text import CLOSE_TAG, OPEN_TAG
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -33,17 +38,59 @@ log = logging.getLogger(__name__)
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_CONFIG = "optimizer.json"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "README.md")
+SCHEDULES = ("constant", "ramp_then_hold")
+WARMUP_LOSSES = ("example_mean", "token_mean")
 
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    """Warm-up SFT hyperparameters (the paper: lr 5e-6)."""
+    """Warm-up SFT hyperparameters (the paper: lr 5e-6; the official run: effective batch 32, ramp then hold,
+    token mean).
 
-    learning_rate: float = 5e-6
-    epochs: int = 1
-    batch_size: int = 2
-    weight_decay: float = 0.0
-    seed: int = 0
+    - ``batch_size`` examples per forward pass; ``gradient_accumulation`` passes per optimizer step, so the
+      effective batch is their product. As in the HF Trainer, an epoch makes ``max(1, passes //
+      gradient_accumulation)`` steps: rows past the last full accumulation window are not trained on.
+    - ``schedule``: ``constant`` keeps ``learning_rate``; ``ramp_then_hold`` raises it linearly from 0 over
+      ``rows * epochs // effective batch`` optimizer steps (step k uses ``learning_rate * k / ramp``), then
+      holds it. Influence continues the optimizer at the held rate.
+    - ``loss``: ``example_mean`` is the mean of the examples' mean token losses; ``token_mean`` is the
+      token-weighted mean over every labelled token of the whole accumulated batch (HF's loss with
+      ``num_items_in_batch``)."""
+
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    weight_decay: float
+    seed: int
+    gradient_accumulation: int
+    schedule: str
+    loss: str
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "gradient_accumulation"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"warm-up {name} must be at least 1, got {getattr(self, name)}")
+        check_choice(self.schedule, SCHEDULES, "warm-up schedule")
+        check_choice(self.loss, WARMUP_LOSSES, "warm-up loss")
+
+    @property
+    def effective_batch(self) -> int:
+        """Examples per optimizer step."""
+        return self.batch_size * self.gradient_accumulation
+
+    def steps_per_epoch(self, rows: int) -> int:
+        """Optimizer steps one epoch over ``rows`` examples makes."""
+        return max(1, math.ceil(rows / self.batch_size) // self.gradient_accumulation)
+
+    def ramp_steps(self, rows: int) -> int:
+        """Optimizer steps over which ``ramp_then_hold`` raises the learning rate (0: no ramp)."""
+        return rows * self.epochs // self.effective_batch if self.schedule == "ramp_then_hold" else 0
+
+    def learning_rate_at(self, step: int, rows: int) -> float:
+        """The learning rate of optimizer step ``step`` (from 0) of a warm-up on ``rows`` examples; at the
+        step count, the rate the optimizer is left with (what influence's probe step uses)."""
+        ramp = self.ramp_steps(rows)
+        return self.learning_rate * (step / max(1, ramp)) if step < ramp else self.learning_rate
 
 
 def check_finite(value: float, what: str) -> float:
@@ -53,6 +100,22 @@ def check_finite(value: float, what: str) -> float:
     return value
 
 
+def accumulated_loss(
+    model: PreTrainedModel, window: list[EncodedExample], pad_id: int, config: WarmupConfig
+) -> float:
+    """Backpropagate the ``config.loss`` of one optimizer step's examples, ``config.batch_size`` at a time
+    (gradients add up in ``.grad``); return the loss value."""
+    token_mean = config.loss == "token_mean"
+    normalizer = max(1, sum(e.label_count for e in window)) if token_mean else len(window)
+    total = 0.0
+    for start in range(0, len(window), config.batch_size):
+        sums, counts = token_loss_sums(model, collate(window[start : start + config.batch_size], pad_id))
+        part = sums.sum() if token_mean else (sums / counts.clamp(min=1)).sum()
+        (part / normalizer).backward()
+        total += part.item()
+    return total / normalizer
+
+
 def warmup_sft(
     model: PreTrainedModel,
     examples: list[EncodedExample],
@@ -60,24 +123,32 @@ def warmup_sft(
     config: WarmupConfig,
     log_fn: Callable[[str], None] = log.info,
 ) -> tuple[torch.optim.AdamW, list[float]]:
-    """Fine-tune ``model`` in place on ``examples``; return the optimizer (with its state) and step losses."""
+    """Fine-tune ``model`` in place on ``examples``; return the optimizer (with its state, its learning rate
+    the one the schedule holds after the last step) and the step losses."""
     if not examples:
         raise ValueError("warm-up needs at least one example")
+    rows = len(examples)
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    order = list(range(len(examples)))
+    steps, width = config.steps_per_epoch(rows), config.effective_batch
+    if steps * width < rows:
+        log_fn(f"warm-up: {rows - steps * width} of {rows} rows per epoch fill no whole accumulation window of "
+               f"{width} and are not trained on")
+    order = list(range(rows))
     losses: list[float] = []
     model.train()
     for epoch in range(config.epochs):
         random.Random(config.seed + epoch).shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            batch = collate([examples[i] for i in order[start : start + config.batch_size]], pad_id)
+        for start in range(0, steps * width, width):
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate_at(len(losses), rows)
             optimizer.zero_grad(set_to_none=True)
-            loss = per_example_loss(model, batch).mean()
-            loss.backward()
+            loss = accumulated_loss(model, [examples[i] for i in order[start : start + width]], pad_id, config)
             optimizer.step()
-            losses.append(check_finite(loss.item(), f"warm-up loss at step {len(losses) + 1}"))
+            losses.append(check_finite(loss, f"warm-up loss at step {len(losses) + 1}"))
         log_fn(f"warm-up epoch {epoch + 1}/{config.epochs}: {len(losses)} steps, last loss {losses[-1]:.4f}")
+    for group in optimizer.param_groups:
+        group["lr"] = config.learning_rate_at(len(losses), rows)
     model.eval()
     return optimizer, losses
 
@@ -126,10 +197,10 @@ def load_training_state(
 class LoraParams:
     """A LoRA adapter for the teacher's DPO; it is merged into the weights before the checkpoint is saved."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: str | list[str]
 
     def peft_config(self) -> PeftConfig:
         """The peft ``LoraConfig`` of these parameters."""
@@ -143,23 +214,23 @@ class LoraParams:
 class SFTParams:
     """Student fine-tuning (TRL SFT) hyperparameters shared by every dataset being compared."""
 
-    learning_rate: float = 2e-5
-    epochs: float = 1.0
-    batch_size: int = 4
-    max_length: int = 256
+    learning_rate: float
+    epochs: float
+    batch_size: int
+    max_length: int
 
 
 @dataclass(frozen=True)
 class DPOParams:
     """Teacher DPO hyperparameters (the paper: beta 0.1, lr 1e-6, one epoch, batch 2)."""
 
-    beta: float = 0.1
-    learning_rate: float = 1e-6
-    epochs: float = 1.0
-    batch_size: int = 2
-    max_length: int = 512
-    seed: int = 0
-    lora: LoraParams | None = None
+    beta: float
+    learning_rate: float
+    epochs: float
+    batch_size: int
+    max_length: int
+    seed: int
+    lora: LoraParams | None
 
 
 def trainer_arguments(
@@ -185,15 +256,26 @@ class _LossRecorder(TrainerCallback):
             self.history.append({k: float(v) for k, v in logs.items() if isinstance(v, int | float)})
 
 
+def teacher_completion(text: str, target: str) -> str:
+    """The assistant turn DPO scores for one side of a pair: a parsed instruction re-tagged, or a raw output
+    after the ``<instruction>`` prefill it was sampled from (so the turn is exactly what the teacher wrote)."""
+    if target == "raw_output":
+        return f"{OPEN_TAG}{text}"
+    return f"{OPEN_TAG}{text}{CLOSE_TAG}"
+
+
 def dpo_dataset(pairs: pl.DataFrame) -> list[dict[str, list[dict[str, str]]]]:
-    """Conversational DPO records: the synthesis prompt as user turn, tagged instructions as completions."""
+    """Conversational DPO records: the synthesis prompt as user turn, the pair's texts as completions
+    (formatted by its ``target`` column; tables without one hold instructions)."""
+    targets = pairs["target"] if "target" in pairs.columns else pl.repeat("instruction", pairs.height, eager=True)
     return [
         {
             "prompt": [{"role": "user", "content": prompt}],
-            "chosen": [{"role": "assistant", "content": f"<instruction>{chosen}</instruction>"}],
-            "rejected": [{"role": "assistant", "content": f"<instruction>{rejected}</instruction>"}],
+            "chosen": [{"role": "assistant", "content": teacher_completion(chosen, target)}],
+            "rejected": [{"role": "assistant", "content": teacher_completion(rejected, target)}],
         }
-        for prompt, chosen, rejected in pairs.select("prompt", "chosen", "rejected").iter_rows()
+        for prompt, chosen, rejected, target in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"], targets,
+                                                    strict=True)
     ]
 
 
@@ -246,6 +328,27 @@ def train_dpo(
     return recorder.history
 
 
+def _dpo_job(job: dict, pairs: pl.DataFrame) -> list[dict[str, float]]:
+    """One launched process's share of a DPO job (the global batch split across the processes)."""
+    raw = job["params"]
+    lora = LoraParams(**raw["lora"]) if raw.get("lora") else None
+    params = DPOParams(**{**raw, "lora": lora, "batch_size": share_of_batch(raw["batch_size"])})
+    return train_dpo(job["model"], pairs, params, Path(job["output"]), process_device(job),
+                     resolve_dtype(job["precision"]))
+
+
+def run_dpo(
+    teacher_folder: str, pairs: pl.DataFrame, params: DPOParams, output_folder: Path, device: torch.device,
+    precision: str, launch: AccelerateLaunch | None = None, log_fn: Callable[[str], None] = log.info,
+) -> list[dict[str, float]]:
+    """:func:`train_dpo` here, or under ``accelerate launch`` (this module as entry point) with ``launch``."""
+    if launch is None:
+        return train_dpo(teacher_folder, pairs, params, output_folder, device, resolve_dtype(precision))
+    job = {"model": teacher_folder, "output": str(output_folder), "device": device.type, "precision": precision,
+           "params": dataclasses.asdict(params)}
+    return launch.run(__name__, job, pairs, "DPO", log_fn)["history"]
+
+
 def save_policy(trainer: Trainer, output_folder: Path, merge_adapter: bool, dtype: torch.dtype) -> None:
     """Write the trained model and tokenizer as a full checkpoint (``save_model`` gathers FSDP shards); with a
     LoRA adapter, merge it into the base weights. Every process must call this; the main process writes."""
@@ -265,3 +368,7 @@ def merge_adapter_in_place(folder: Path, dtype: torch.dtype) -> None:
     for name in ADAPTER_FILES:
         (folder / name).unlink(missing_ok=True)
     merged.save_pretrained(folder, safe_serialization=True)
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), _dpo_job)

@@ -10,12 +10,13 @@ the transformers backend does) and passed to vLLM as token ids. Each prompt gets
 from __future__ import annotations
 
 import gc
+import time
 from types import ModuleType
 from typing import Any
 
 from transformers import AutoTokenizer
 
-from resources.generation import Progress, SamplingParams
+from resources.generation import GenerationStats, Progress, SamplingParams
 
 INSTALL_HINT = (
     "runtime.generation_backend is 'vllm' but vllm cannot be imported ({error}); install the GPU extra with "
@@ -50,6 +51,7 @@ class VLLMGenerator:
             gpu_memory_utilization=gpu_memory_utilization,
             seed=seed,
         )
+        self.stats = GenerationStats()
 
     def generate(
         self, prompts: list[str], params: SamplingParams, progress: Progress | None = None
@@ -59,7 +61,14 @@ class VLLMGenerator:
             {"prompt_token_ids": self.tokenizer(prompt, add_special_tokens=False)["input_ids"]} for prompt in prompts
         ]
         sampling = [self._sampling(params, params.seed + index) for index in range(len(prompts))]
+        started = time.perf_counter()
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
+        self.stats += GenerationStats(
+            prompts=len(prompts), completions=sum(len(out.outputs) for out in outputs),
+            prompt_tokens=sum(len(request["prompt_token_ids"]) for request in requests),
+            generated_tokens=sum(len(choice.token_ids) for out in outputs for choice in out.outputs),
+            seconds=time.perf_counter() - started,
+        )
         if progress:
             progress(len(prompts), len(prompts))
         return [[choice.text for choice in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]

@@ -16,12 +16,13 @@ from scipy.stats import ttest_rel
 from dagster_project.settings import project_path
 from resources.datasets import load_examples
 from resources.diversity import distinct_n, diversity_drop, diversity_stats, mean_pairwise_rouge_l
-from resources.evaluation import SFTParams, compare, equal_size, evaluate_students
+from resources.evaluation import compare, equal_size, evaluate_students
 from resources.judge import PairwiseJudge
 from resources.models import load_causal_lm, resolve_model_source
 from resources.report import PNG_SIGNATURE, ReportPage, comparison_png, curve_png, histogram_png
 from resources.storage import frame_hash
 from resources.weighting import curriculum, sample_weights
+from tests.helpers import sft_params
 
 HELDOUT = pl.DataFrame({
     "instruction": ["Name a primary color.", "What is 2 plus 3?", "Say hi politely."],
@@ -43,7 +44,7 @@ def student(model_cache: Path) -> str:
 
 
 def run(student: str, datasets: dict[str, pl.DataFrame], seeds: list[int]) -> pl.DataFrame:
-    params = SFTParams(learning_rate=5e-3, epochs=2.0, batch_size=2, max_length=64)
+    params = sft_params(learning_rate=5e-3, epochs=2.0, batch_size=2, max_length=64)
     results, _ = evaluate_students(student, datasets, HELDOUT, params, seeds, torch.device("cpu"), torch.float32,
                                    lambda _: None)
     return results
@@ -137,4 +138,4 @@ def test_report_plots_are_valid_pngs(tmp_path: Path) -> None:
 def test_task_specific_reference_set_is_a_valid_reference_set() -> None:
     math = load_examples(str(project_path("data/reference_math.jsonl")), ["id", "instruction", "response"], 2000)
     general = load_examples(str(project_path("data/reference_set.jsonl")), ["id", "instruction", "response"], 2000)
-    assert math.height == 12 and frame_hash(math) != frame_hash(general)  # another influence cache key
+    assert math.height >= 24 and frame_hash(math) != frame_hash(general)  # another influence cache key

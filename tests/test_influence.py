@@ -13,8 +13,10 @@ from resources.examples import collate, encode_pairs, per_example_loss
 from resources.influence import ExactInfluence, make_influence_engine
 from resources.influence_cache import InfluenceCache
 from resources.models import load_causal_lm, resolve_model_source
+from resources.storage import TableStore
 from resources.student import score_with_cache, train_warm_student
-from resources.training import WarmupConfig, warmup_sft
+from resources.training import warmup_sft
+from tests.helpers import warmup_config
 
 REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),
              ("What do bees make?", "Honey."), ("Give a synonym for big.", "Large.")]
@@ -27,7 +29,7 @@ def warm(model_cache: Path):  # noqa: ANN201
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:influence", model_cache))
     encode = lambda pairs: encode_pairs(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], 64)  # noqa: E731
     optimizer, _ = warmup_sft(model, encode(REFERENCE[:3] + CANDIDATES[:2]), tokenizer.pad_token_id,
-                              WarmupConfig(learning_rate=1e-3, batch_size=2))
+                              warmup_config(learning_rate=1e-3, batch_size=2))
     return model, optimizer, encode(REFERENCE), encode(CANDIDATES), tokenizer.pad_token_id
 
 
@@ -110,6 +112,47 @@ def test_first_order_tracks_exact(warm) -> None:  # noqa: ANN001
     assert all(p.requires_grad for p in model.parameters())
 
 
+def first_order_effect(model, optimizer, reference, candidate, pad_id) -> float:  # noqa: ANN001
+    """``∇L_ref · Δθ`` computed independently of the engine, in float64: autograd gradients of a float64
+    copy and the change torch's own AdamW step makes on it (``candidate`` None: the null step)."""
+    model64 = copy.deepcopy(model).double()
+    sum(per_example_loss(model64, collate([e], pad_id))[0] for e in reference).div(len(reference)).backward()
+    reference_grad = [p.grad.clone() for p in model64.parameters()]
+    model64.zero_grad(set_to_none=True)
+    if candidate is None:
+        for p in model64.parameters():
+            p.grad = torch.zeros_like(p)
+    else:
+        per_example_loss(model64, collate([candidate], pad_id)).mean().backward()
+    optimizer64 = torch.optim.AdamW(model64.parameters(), **{
+        k: optimizer.param_groups[0][k] for k in ("lr", "betas", "eps", "weight_decay")})
+    for p, q in zip(model.parameters(), model64.parameters(), strict=True):
+        optimizer64.state[q] = {k: v.clone() if k == "step" else v.double() for k, v in optimizer.state[p].items()}
+    before = [p.detach().clone() for p in model64.parameters()]
+    optimizer64.step()
+    return float(sum((g * (p.detach() - b)).sum() for g, p, b in zip(reference_grad, model64.parameters(), before,
+                                                                    strict=True)))
+
+
+@pytest.mark.parametrize("candidate_batch_size", [1, 3])
+def test_batched_first_order_equals_the_first_order_formula(warm, candidate_batch_size: int) -> None:  # noqa: ANN001
+    model, optimizer, reference, candidates, pad_id = warm
+    optimizer.param_groups[0]["weight_decay"] = 0.1  # exercise the decoupled weight decay term too
+    expected = [-first_order_effect(model, optimizer, reference, c, pad_id) for c in candidates]
+    null_effect = first_order_effect(model, optimizer, reference, None, pad_id)
+    engine = make_influence_engine("first_order", model, optimizer, reference, pad_id, 2,
+                                   candidate_batch_size=candidate_batch_size)
+    progress: list[tuple[int, int]] = []
+    scores = engine.score_all(candidates, lambda done, total: progress.append((done, total)))
+    assert progress[-1] == (len(candidates), len(candidates))
+    assert len(progress) == -(-len(candidates) // candidate_batch_size)
+    for score, influence in zip(scores, expected, strict=True):
+        assert score.influence == pytest.approx(influence, abs=1e-6)
+        assert score.loss_null_step - score.loss_before == pytest.approx(null_effect, abs=1e-6)
+    assert len({round(s.influence, 7) for s in scores}) == len(scores), "candidates must differ"
+    assert engine.score(candidates[2], 2).influence == pytest.approx(scores[2].influence, abs=1e-9)
+
+
 def test_exact_equals_the_paper_loop(warm, tmp_path: Path, model_cache: Path) -> None:  # noqa: ANN001
     from resources.influence_baseline import paper_loop_influence
     from resources.training import save_training_state
@@ -130,7 +173,7 @@ def stage_inputs(model_cache: Path, tmp_path: Path) -> tuple[pl.DataFrame, dict]
     rows = pl.DataFrame({"instruction": [p[0] for p in REFERENCE], "response": [p[1] for p in REFERENCE]})
     warm_folder = tmp_path / "warm"
     warm_folder.mkdir()
-    train_warm_student(resolve_model_source("tiny-random:cache", model_cache), rows, WarmupConfig(1e-3), 64,
+    train_warm_student(resolve_model_source("tiny-random:cache", model_cache), rows, warmup_config(1e-3), 64,
                        warm_folder, torch.device("cpu"), torch.float32, print)
     candidates = pl.DataFrame({"candidate_id": [f"c{i}" for i in range(len(CANDIDATES))],
                                "instruction": [p[0] for p in CANDIDATES], "response": [p[1] for p in CANDIDATES]})
@@ -141,7 +184,7 @@ def stage_inputs(model_cache: Path, tmp_path: Path) -> tuple[pl.DataFrame, dict]
 
 def test_cache_scores_only_new_candidates(stage_inputs, tmp_path: Path) -> None:  # noqa: ANN001
     candidates, scoring = stage_inputs
-    cache = InfluenceCache(str(tmp_path / "tables"), "student-v1", "reference-v1", {"method": "exact"})
+    cache = InfluenceCache(TableStore(str(tmp_path / "tables")), "student-v1", "reference-v1", {"method": "exact"})
     messages: list[str] = []
     first = score_with_cache(cache, candidates.head(3), messages.append, **scoring)
     second = score_with_cache(cache, candidates, messages.append, **scoring)
@@ -150,14 +193,14 @@ def test_cache_scores_only_new_candidates(stage_inputs, tmp_path: Path) -> None:
     assert second["candidate_id"].to_list() == candidates["candidate_id"].to_list()
     assert second.head(3)["influence"].to_list() == first["influence"].to_list()
     assert second["influence"].null_count() == 0
-    other = InfluenceCache(str(tmp_path / "tables"), "student-v2", "reference-v1", {"method": "exact"})
+    other = InfluenceCache(TableStore(str(tmp_path / "tables")), "student-v2", "reference-v1", {"method": "exact"})
     assert other.load().height == 0, "a new student version must not reuse scores"
 
 
 def test_crash_mid_scoring_resumes_from_last_chunk(stage_inputs, tmp_path: Path) -> None:  # noqa: ANN001
     candidates, scoring = stage_inputs
     scoring = {**scoring, "chunk_size": 2}
-    cache = InfluenceCache(str(tmp_path / "tables"), "s", "r", {"method": "exact"})
+    cache = InfluenceCache(TableStore(str(tmp_path / "tables")), "s", "r", {"method": "exact"})
 
     class Crash(RuntimeError):
         pass
@@ -176,6 +219,7 @@ def test_crash_mid_scoring_resumes_from_last_chunk(stage_inputs, tmp_path: Path)
     messages: list[str] = []
     resumed = score_with_cache(cache, candidates, messages.append, **scoring)
     assert "reused 4 scores, scoring 1 new" in messages[0]
-    uninterrupted = score_with_cache(InfluenceCache(str(tmp_path / "other"), "s", "r", {}), candidates, print,
+    other_cache = InfluenceCache(TableStore(str(tmp_path / "other")), "s", "r", {})
+    uninterrupted = score_with_cache(other_cache, candidates, print,
                                      **scoring)
     assert resumed.equals(uninterrupted)

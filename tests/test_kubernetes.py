@@ -8,7 +8,6 @@ of sent.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -193,15 +192,19 @@ def test_every_round_places_its_model_stages_on_gpus(tmp_path: Path) -> None:
     profile.write_text((ROOT / "dagster_project" / "profiles" / "k8s.yaml").read_text() + "rounds: 2\n")
     job = build_definitions(str(profile)).resolve_job_def(PIPELINE_JOB)
     steps = {step.key: step for step in create_execution_plan(job).steps}  # shards unmapped: "[?]"
-    round_two = {"round_n__synthetic_instructions", "warm_student_2", "influence_scores_2.score_influence_shard[?]",
-                 "round_n__teacher_checkpoint", "teacher_checkpoint_teacher_loads_and_generates_2"}
+    round_two = {"round_2__synthetic_instructions", "round_2__warm_student",
+                 "round_2__influence_scores.round_2__score_influence_shard[?]", "round_2__teacher_checkpoint",
+                 "round_2__teacher_checkpoint_teacher_loads_and_generates"}
     round_one = GPU_STEPS - SHARD_STEPS | {"influence_scores.score_influence_shard[?]"}
     assert {key for key, step in steps.items() if step.pool == "gpu"} == round_one | round_two
-    dpo = json.loads(steps["round_n__teacher_checkpoint"].tags["dagster-k8s/config"])
+    per_op = ResolvedRunConfig.build(job, {}).execution.execution_engine_config["per_step_k8s_config"]
+    assert {step.split(".")[-1].removesuffix("[?]") for step in round_two} <= set(per_op)
+    dpo = per_op["round_2__teacher_checkpoint"]
     assert dpo["container_config"]["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "64Gi"}
 
 
 @pytest.mark.parametrize("profile", ["demo", "test", "gpu"])
-def test_other_profiles_carry_no_kubernetes_tags_or_pools(profile: str) -> None:
-    steps = _plan(build_definitions(profile).resolve_job_def(PIPELINE_JOB)).get_steps_to_execute_in_topo_order()
-    assert all(step.pool is None and "dagster-k8s/config" not in step.tags for step in steps)
+def test_other_profiles_get_no_kubernetes_executor(profile: str) -> None:
+    job = build_definitions(profile).resolve_job_def(PIPELINE_JOB)
+    assert job.executor_def.name != "k8s_gpu"
+    assert all("dagster-k8s/config" not in step.tags for step in _plan(job).get_steps_to_execute_in_topo_order())

@@ -9,6 +9,7 @@ import polars as pl
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from dagster_project.cli import main
+from dagster_project.lineage import find_materialization, lineage
 from resources.storage import TableStore
 
 ALL_ASSETS = [
@@ -36,8 +37,7 @@ def test_cli_materializes_every_asset(profile_path: Path, dagster_home: Path, ca
     assert dataset["teacher_version"].unique().to_list() == [teacher_version]
     assert dataset["source_run"].unique().to_list() == [summary["run_id"]]
     assert TableStore.read_metadata(dataset_path)["teacher_version"] == teacher_version
-    dataset_event = instance.get_latest_materialization_event(AssetKey("student_dataset"))
-    upstream = dataset_event.asset_materialization.metadata["upstream_data_versions"].value
+    upstream = lineage(instance, find_materialization(instance, "student_dataset"))["input_data_versions"]
     assert upstream["teacher_checkpoint"] == teacher_version and set(upstream) >= {"seed_prompts", "warm_student"}
 
     synthetic = pl.read_parquet(summary["assets"]["synthetic_instructions"]["path"])
@@ -67,7 +67,8 @@ def test_bad_profile_names_the_key(tmp_path: Path, capsys) -> None:  # noqa: ANN
 
 def test_evaluation_and_report(profile_path: Path, dagster_home: Path, capsys) -> None:  # noqa: ANN001
     assert main(["run", "--profile", str(profile_path), "--json"]) == 0
-    assets = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["assets"]
+    out_lines = capsys.readouterr().out.strip().splitlines()
+    assets = json.loads(out_lines[-1])["assets"]
     dataset = pl.read_parquet(assets["student_dataset"]["path"])  # test profile: curriculum + sample weights
     assert dataset["influence"].to_list() == sorted(dataset["influence"].to_list(), reverse=True)
     assert abs(dataset["sample_weight"].mean() - 1.0) < 1e-9
@@ -84,7 +85,8 @@ def test_evaluation_and_report(profile_path: Path, dagster_home: Path, capsys) -
     assert judged["dataset"].unique().to_list() == ["montessori"] and judged.height == 2
     assert judged["judge_preference"].is_between(0.0, 1.0).all()
 
-    report = Path(assets["evaluation_report"]["path"]).parent / "report"
+    report = Path(assets["evaluation_report"]["report_path"])  # one report folder per run
+    assert report.name == json.loads(out_lines[-1])["run_id"]
     names = {p.name for p in report.iterdir()}
     assert {"report.md", "influence.png", "preference_margins.png", "dpo_curve.png", "heldout_loss.png"} <= names
     for png in report.glob("*.png"):

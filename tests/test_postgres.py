@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dagster_project.cli import main
-from tests.conftest import write_profile
+from tests.helpers import write_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 

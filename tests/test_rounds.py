@@ -9,7 +9,7 @@ import polars as pl
 import yaml
 
 from dagster_project.cli import main
-from tests.conftest import write_profile
+from tests.helpers import write_profile
 
 
 def teacher_versions(node: dict) -> list[tuple[str, str]]:

@@ -3,48 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from dagster_project.cli import main
-from tests.conftest import write_profile
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p", str(port), "-H", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    import boto3
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="montessori")
-            break
-        except Exception:  # noqa: BLE001 - the server is still starting
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    yield boto3.client("s3", endpoint_url=endpoint)
-    server.terminate()
-    server.wait(timeout=30)
+from tests.helpers import write_profile
 
 
 def test_pipeline_on_s3(tmp_path: Path, model_cache: Path, dagster_home: Path, s3_server, capsys) -> None:  # noqa: ANN001
@@ -56,9 +22,9 @@ def test_pipeline_on_s3(tmp_path: Path, model_cache: Path, dagster_home: Path, s
     assert main(["run", "--profile", str(profile), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     dataset = summary["assets"]["student_dataset"]["path"]
-    assert dataset == "s3://montessori/tables/student_dataset.parquet"
+    assert dataset.startswith("s3://montessori/tables/profile/student_dataset/") and dataset.endswith(".parquet")
     keys = {o["Key"] for o in s3_server.list_objects_v2(Bucket="montessori")["Contents"]}
-    assert "tables/student_dataset.parquet" in keys
+    assert dataset.removeprefix("s3://montessori/") in keys
     assert any(k.startswith("checkpoints/teacher/") and k.endswith("_MANIFEST.json") for k in keys)
 
     code = ("import polars as pl, sys; from resources.storage import TableStore; "

@@ -10,7 +10,7 @@ import polars as pl
 from dagster import DagsterInstance
 
 from dagster_project.cli import main
-from tests.conftest import write_profile
+from tests.helpers import write_profile
 
 
 def run(capsys, profile: Path) -> dict:  # noqa: ANN001

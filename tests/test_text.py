@@ -14,7 +14,9 @@ from resources.text import (
     dedup_rouge_l,
     dedup_rouge_l_detailed,
     filter_verdict,
+    official_filter,
     parse_instruction,
+    parse_last_instruction,
     rouge_tokens,
 )
 
@@ -86,6 +88,72 @@ def test_filter_verdict(text: str | None, verdict: str) -> None:
 def test_filter_word_bounds_are_parameters() -> None:
     assert filter_verdict("one two three", min_words=3, max_words=3) == "ok"
     assert filter_verdict("one two three four", min_words=3, max_words=3) == "too_long"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # reason first, then the tagged instruction: the last closed pair wins
+        ("I chose this because it is useful.\n<instruction>Name three rivers.</instruction>", "Name three rivers."),
+        ("<instruction>First.</instruction> then <instruction>  Second\n one. </instruction> tail", "Second one."),
+        ("Reason.<instruction>Closed.</instruction><instruction>Never closed", "Closed."),
+        # no closed pair: rejected, also when the text after an opening tag looks like an instruction
+        ("<instruction>Name three rivers in Africa.", None),
+        ("Name three rivers in Africa.</instruction>", None),
+        ("Name three rivers in Africa.", None),
+        ("", None),
+        ("<instruction>   </instruction>", ""),  # closed but empty: the filters reject it
+        # pairs are formed left to right: an unclosed opening tag's text runs to the next closing tag
+        ("Use <instruction> tags: <instruction>Name a river.</instruction>", "tags: <instruction>Name a river."),
+        ("<instruction>Explain tides.</instruction><|im_end|><instruction>Not this.</instruction>", "Explain tides."),
+    ],
+)
+def test_parse_last_instruction(raw: str, expected: str | None) -> None:
+    assert parse_last_instruction(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict", "cleaned"),
+    [
+        ("  Explain why\n the sky   is blue. ", "ok", "Explain why the sky is blue."),
+        # str.capitalize, as in the reference: the rest of the text is lower-cased
+        ("explain NASA's role in Apollo.", "ok", "Explain nasa's role in apollo."),
+        # length in characters, after collapsing: at most 5 rejected, 6 kept; 400 kept, 401 rejected
+        ("Hello", "too_short", "Hello"),
+        ("  Ab \n cd ", "too_short", "Ab cd"),  # 5 characters once collapsed
+        ("  Hel  lo ", "ok", "Hel lo"),
+        ("Hello!", "ok", "Hello!"),
+        ("", "too_short", ""),
+        ("A" + "b" * 399, "ok", "A" + "b" * 399),
+        ("A" + "b" * 400, "too_long", "A" + "b" * 400),
+        (" ".join(["word"] * 80), "ok", "Word " + " ".join(["word"] * 79)),  # 399 characters, 80 words
+        # the 13 official words, whole words, any case; Self-Instruct's extra five pass
+        ("Describe a MAP of your town.", "unsupported_task", "Describe a map of your town."),
+        ("Explain how map-reduce splits the work.", "unsupported_task", "Explain how map-reduce splits the work."),
+        ("Please go to the store and list fruit.", "unsupported_task", "Please go to the store and list fruit."),
+        ("Explain why people forgo tomatoes.", "ok", "Explain why people forgo tomatoes."),
+        ("Plot the sales figures for me.", "unsupported_task", "Plot the sales figures for me."),
+        ("Explain the mapping of keys to values.", "ok", "Explain the mapping of keys to values."),
+        ("Explain plotting twists in novels.", "ok", "Explain plotting twists in novels."),
+        ("Please go \n to the store.", "unsupported_task", "Please go to the store."),  # collapsed first
+        ("Write a song about the music of the spheres.", "ok", "Write a song about the music of the spheres."),
+        ("Describe this diagram in words.", "ok", "Describe this diagram in words."),
+        # only the first character must be ASCII
+        ("Explain the \u201cblue\u201d sky to a child.", "ok", "Explain the \u201cblue\u201d sky to a child."),
+        ("\u00c9crivez un po\u00e8me.", "non_ascii_start", "\u00c9crivez un po\u00e8me."),
+        ("\u00dfe is a German letter.", "ok", "Sse is a german letter."),  # capitalized before the check
+        ("\u00bfExplain why the sky is blue?", "non_ascii_start", "\u00bfexplain why the sky is blue?"),
+        ("- Explain why the sky is blue.", "leading_punctuation", "- explain why the sky is blue."),
+        ("- Draw a cat.", "unsupported_task", "- draw a cat."),  # the blocklist is checked before punctuation
+        # input tags go after the checks (length counts them); words around them can join, as in the reference
+        ("Summarize this: <input>The cat sat on the mat.</input>", "ok", "Summarize this:the cat sat on the mat."),
+        ("Sort these numbers:<input> 3, 1, 2 </input> please", "ok", "Sort these numbers: 3, 1, 2please"),
+        ("Say hi<input></input>", "ok", "Say hi"),
+        ("<input>Summarize the text.</input>", "leading_punctuation", "<input>summarize the text.</input>"),
+    ],
+)
+def test_official_filter(text: str, verdict: str, cleaned: str) -> None:
+    assert official_filter(text) == (verdict, cleaned)
 
 
 @pytest.mark.parametrize(

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
 import torch
 
 from resources.examples import encode_pairs
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training import (
-    DPOParams,
-    LoraParams,
-    WarmupConfig,
     load_training_state,
     save_training_state,
     train_dpo,
     warmup_sft,
 )
-
-PROMPT = "Write one new instruction."
-PAIRS = pl.DataFrame({
-    "prompt": [PROMPT, PROMPT, "Write another task.", "Write another task."],
-    "chosen": ["Explain why the sky is blue.", "List three uses of salt.",
-               "Summarize the water cycle.", "Give two tips for sleep."],
-    "rejected": ["blue blue blue blue", "salt salt salt", "cycle cycle cycle", "sleep sleep sleep"],
-})
+from tests.helpers import PAIRS, dpo_params, lora_params, warmup_config
 
 
 def completion_logprob(model, tokenizer, prompt: str, completion: str) -> float:  # noqa: ANN001
@@ -51,7 +40,7 @@ def margin(folder: str) -> float:
 
 def test_dpo_grows_the_chosen_over_rejected_margin(model_cache: Path, tmp_path: Path) -> None:
     base = resolve_model_source("tiny-random:dpo", model_cache)
-    params = DPOParams(beta=0.1, learning_rate=5e-4, epochs=3.0, batch_size=2, max_length=128)
+    params = dpo_params(beta=0.1, learning_rate=5e-4, epochs=3.0, batch_size=2, max_length=128)
     history = train_dpo(base, PAIRS, params, tmp_path / "tuned")
     assert history, "DPO logged no step"
     assert margin(str(tmp_path / "tuned")) > margin(base) + 1.0
@@ -60,7 +49,7 @@ def test_dpo_grows_the_chosen_over_rejected_margin(model_cache: Path, tmp_path: 
 def test_warmup_state_round_trips_bit_identical(model_cache: Path, tmp_path: Path) -> None:
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:warm", model_cache))
     examples = encode_pairs(tokenizer, ["Say hi.", "Add 2 and 3.", "Name a color."], ["Hi!", "5", "Red"], 64)
-    optimizer, losses = warmup_sft(model, examples, tokenizer.pad_token_id, WarmupConfig(1e-3, 2, 2))
+    optimizer, losses = warmup_sft(model, examples, tokenizer.pad_token_id, warmup_config(1e-3, 2, 2))
     assert len(losses) == 4 and losses[-1] < losses[0]
     save_training_state(model, tokenizer, optimizer, tmp_path)
     loaded, _, loaded_optimizer = load_training_state(str(tmp_path))
@@ -73,8 +62,8 @@ def test_warmup_state_round_trips_bit_identical(model_cache: Path, tmp_path: Pat
 
 def test_lora_dpo_saves_a_merged_full_model(model_cache: Path, tmp_path: Path) -> None:
     base = resolve_model_source("tiny-random:dpo", model_cache)
-    lora = LoraParams(r=8, alpha=16, dropout=0.0)
-    params = DPOParams(beta=0.1, learning_rate=5e-3, epochs=3.0, batch_size=2, max_length=128, lora=lora)
+    lora = lora_params(r=8, alpha=16, dropout=0.0)
+    params = dpo_params(beta=0.1, learning_rate=5e-3, epochs=3.0, batch_size=2, max_length=128, lora=lora)
     history = train_dpo(base, PAIRS, params, tmp_path / "tuned")
     assert history, "DPO logged no step"
     files = {p.name for p in (tmp_path / "tuned").iterdir()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,20 +10,12 @@ from safetensors.torch import load_file, save_file
 
 from dagster_project.cli import main
 from resources.storage import CheckpointStore, PublishedCheckpoint
-from tests.conftest import write_profile
+from tests.helpers import run_json, write_profile
 
 UPSTREAM_OF_TEACHER = [
     "seed_prompts", "reference_set", "heldout_set", "synthetic_instructions", "warm_student",
     "influence_scores", "preference_pairs",
 ]
-
-
-def run_json(capsys, *args: str) -> dict:  # noqa: ANN001
-    capsys.readouterr()
-    code = main(list(args))
-    out = capsys.readouterr().out.strip().splitlines()
-    assert code == 0, out[-20:]
-    return json.loads(out[-1])
 
 
 def test_dpo_change_makes_exactly_teacher_and_downstream_stale(
@@ -64,7 +55,7 @@ def test_dpo_change_makes_exactly_teacher_and_downstream_stale(
     shutil.copy(dataset_path, copied)
     report = run_json(capsys, "audit", str(copied), "--json")
     assert report["file"]["teacher_version"] == new_version
-    assert set(report["file"]) == {"asset_key", "dagster_run_id", "teacher_version"}
+    assert set(report["file"]) == {"asset_key", "dagster_run_id", "teacher_version", "content_hash"}
     tree = report["lineage"]
     teacher = next(n for n in tree["inputs"] if n["asset"] == "teacher_checkpoint")
     assert teacher["metadata"]["teacher_version"] == new_version and teacher["run_id"] == rerun["run_id"]

@@ -15,7 +15,7 @@ import torch
 
 from resources.generation import SamplingParams
 from resources.models import resolve_model_source
-from tests.conftest import write_profile
+from tests.helpers import write_profile
 
 pytestmark = [
     pytest.mark.gpu,

@@ -9,8 +9,8 @@ import pytest
 from dagster_project.cli import main
 from resources.datasets import DataError, load_examples
 from resources.models import ModelSourceError, load_causal_lm, resolve_model_source
-from resources.training import WarmupConfig, warmup_sft
-from tests.conftest import write_profile
+from resources.training import warmup_sft
+from tests.helpers import warmup_config, write_profile
 
 COLUMNS = ["id", "instruction", "response"]
 GOOD = '{"id": "a", "instruction": "Say hi.", "response": "Hi."}\n'
@@ -50,13 +50,32 @@ def test_missing_model_path(tmp_path: Path) -> None:
         resolve_model_source("embedded:gpt5", tmp_path)
 
 
+def test_folder_without_a_model_names_setting_path_and_what_is_missing(tmp_path: Path, model_cache: Path) -> None:
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_model_source(str(folder), tmp_path, setting="models.teacher")
+    message = str(caught.value)
+    assert message.startswith(f"models.teacher: {folder} is not a model folder: missing config.json, a tokenizer")
+    assert "weights (*.safetensors" in message
+    complete = Path(resolve_model_source("tiny-random:folder", model_cache))
+    (folder / "config.json").write_text((complete / "config.json").read_text())
+    (folder / "tokenizer.json").write_text((complete / "tokenizer.json").read_text())
+    with pytest.raises(ModelSourceError, match=r"missing weights \(") as caught:
+        resolve_model_source(str(folder), tmp_path, setting="models.student")
+    assert "config.json" not in str(caught.value).split("missing")[1]
+    assert resolve_model_source(str(complete), tmp_path, setting="models.student") == str(complete)
+    with pytest.raises(ModelSourceError, match="^models.judge: model path .* does not exist"):
+        resolve_model_source(str(tmp_path / "no-model"), tmp_path, setting="models.judge")
+
+
 def test_diverging_warmup_is_named(model_cache: Path) -> None:
     from resources.examples import encode_pairs
 
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:nan", model_cache))
     examples = encode_pairs(tokenizer, ["Say hi."] * 4, ["Hi."] * 4, 32)
     with pytest.raises(FloatingPointError, match="warm-up loss at step"):
-        warmup_sft(model, examples, tokenizer.pad_token_id, WarmupConfig(learning_rate=1e30, batch_size=1))
+        warmup_sft(model, examples, tokenizer.pad_token_id, warmup_config(learning_rate=1e30, batch_size=1))
 
 
 def run_failing(capsys, profile: Path) -> str:  # noqa: ANN001
@@ -74,8 +93,8 @@ def test_empty_reference_set_fails_and_writes_nothing(
     profile = write_profile(tmp_path, model_cache, data={"reference_set": str(empty)})
     output = run_failing(capsys, profile)
     assert f"{empty}: file is empty" in output
-    assert not (tmp_path / "tables" / "reference_set.parquet").exists()
-    assert not (tmp_path / "tables" / "influence_scores.parquet").exists()
+    assert not (tmp_path / "tables" / "profile" / "reference_set").exists()
+    assert not (tmp_path / "tables" / "profile" / "influence_scores").exists()
 
 
 def test_every_candidate_filtered_out(
@@ -84,7 +103,7 @@ def test_every_candidate_filtered_out(
     profile = write_profile(tmp_path, model_cache, synthesis={"min_words": 300})
     output = run_failing(capsys, profile)
     assert "every synthetic instruction was filtered out" in output and "too_short" in output
-    assert not (tmp_path / "tables" / "synthetic_instructions.parquet").exists()
+    assert not (tmp_path / "tables" / "profile" / "synthetic_instructions").exists()
 
 
 def test_zero_preference_pairs(
@@ -93,5 +112,5 @@ def test_zero_preference_pairs(
     profile = write_profile(tmp_path, model_cache, pairs={"min_margin": 1000.0})
     output = run_failing(capsys, profile)
     assert "no preference pairs" in output
-    assert not (tmp_path / "tables" / "preference_pairs.parquet").exists()
-    assert not (tmp_path / "tables" / "teacher_checkpoint.parquet").exists()
+    assert not (tmp_path / "tables" / "profile" / "preference_pairs").exists()
+    assert not (tmp_path / "tables" / "profile" / "teacher_checkpoint").exists()

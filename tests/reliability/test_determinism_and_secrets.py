@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster import AssetKey, DagsterInstance
 
 from dagster_project.cli import main
-from tests.conftest import write_profile
+from tests.helpers import write_profile
 
 SECRET = "planted-secret-7f3a9c1e5b"
 STAGES = ["synthetic_instructions", "warm_student", "influence_scores", "preference_pairs", "teacher_checkpoint"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from resources.storage import TableStore, frame_hash
-from tests.conftest import write_profile
+from tests.helpers import write_profile
 
 CHUNKED = {"synthesis": {"num_prompts": 8, "chunk_size": 1}, "influence": {"chunk_size": 1, "shards": 1}}
 
@@ -49,7 +49,9 @@ def run_to_end(profile: Path, home: Path, select: str) -> str:
 
 
 def table(folder: Path, name: str) -> str:
-    return frame_hash(TableStore.read(folder / "tables" / f"{name}.parquet"))
+    """The content hash of the one stored version of ``name`` (a run writes one)."""
+    (path,) = (folder / "tables" / "profile" / name).glob("*.parquet")
+    return frame_hash(TableStore.read(path))
 
 
 @pytest.mark.parametrize("name, select, chunk_folder, reused", [
@@ -71,7 +73,7 @@ def test_killed_run_resumes_from_the_last_chunk(
     process = start(profile, interrupted / "home", select)
     saved = kill_after_first_chunk(process, interrupted / "tables" / chunk_folder)
     assert process.returncode == -signal.SIGKILL
-    assert not (interrupted / "tables" / f"{name}.parquet").exists(), "nothing half-written"
+    assert not (interrupted / "tables" / "profile" / name).exists(), "nothing half-written"
 
     output = run_to_end(profile, interrupted / "home", select)
     counts = [int(n) for n in re.findall(reused, output)]

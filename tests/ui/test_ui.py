@@ -20,7 +20,8 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from tests.conftest import write_profile
+from dagster_project.cli import INSTANCE_DEFAULTS
+from tests.helpers import write_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / ".test-artifacts"
@@ -51,7 +52,7 @@ def webserver(tmp_path: Path, model_cache: Path):  # noqa: ANN201
     profile = write_profile(tmp_path, model_cache)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").touch()
+    shutil.copyfile(INSTANCE_DEFAULTS, home / "dagster.yaml")  # what the CLI and make ui give a new home
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "MONTESSORI_PROFILE": str(profile)}
     log = (tmp_path / "dagster-dev.log").open("w")
@@ -69,7 +70,6 @@ def webserver(tmp_path: Path, model_cache: Path):  # noqa: ANN201
 
 
 def test_materialize_all_from_the_ui(webserver) -> None:  # noqa: ANN001
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     url, home, tmp_path = webserver
@@ -81,16 +81,9 @@ def test_materialize_all_from_the_ui(webserver) -> None:  # noqa: ANN001
         page.get_by_text("Global asset lineage").first.wait_for(timeout=120_000)
         for group in ("data", "synthesis", "influence", "teacher", "student"):
             page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
-        for _ in range(4):  # the community sign-up dialog may pop up over the page on a first visit
-            try:
-                page.get_by_role("button", name="Materialize all").first.click(timeout=15_000)
-                break
-            except PlaywrightTimeout:
-                skip = page.get_by_role("button", name="Skip")
-                if skip.count():
-                    skip.first.click()
-        else:
-            raise AssertionError("could not click 'Materialize all'")
+        page.wait_for_timeout(3_000)  # the first-visit sign-up dialog would be up by now
+        assert page.get_by_role("button", name="Skip").count() == 0, "the sign-up dialog appeared (nux setting)"
+        page.get_by_role("button", name="Materialize all").first.click(timeout=30_000)
         page.wait_for_timeout(3_000)
         page.screenshot(path=str(ARTIFACTS / "ui-asset-graph.png"))
 
@@ -104,7 +97,8 @@ def test_materialize_all_from_the_ui(webserver) -> None:  # noqa: ANN001
             time.sleep(3)
         assert runs and runs[0].status == DagsterRunStatus.SUCCESS, [r.status for r in runs]
 
-        teacher_version = pl.read_parquet(tmp_path / "tables" / "teacher_checkpoint.parquet")["teacher_version"][0]
+        (manifest,) = (tmp_path / "tables" / "profile" / "teacher_checkpoint").glob("*.parquet")
+        teacher_version = pl.read_parquet(manifest)["teacher_version"][0]
         page.goto(f"{url}/assets/student_dataset", wait_until="networkidle")
         page.get_by_text(teacher_version).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "ui-student-dataset.png"), full_page=True)
@@ -115,6 +109,5 @@ def test_materialize_all_from_the_ui(webserver) -> None:  # noqa: ANN001
         plot.wait_for(timeout=60_000)
         assert plot.evaluate("img => img.naturalWidth") > 100  # the PNG decoded in the browser
         page.get_by_text("Montessori vs Self-Instruct").first.wait_for(timeout=10_000)
-        page.wait_for_timeout(1_000)  # let the dialog finish fading in
         page.screenshot(path=str(ARTIFACTS / "ui-evaluation-report.png"), full_page=True)
         browser.close()
