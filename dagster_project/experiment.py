@@ -41,23 +41,29 @@ import polars as pl
 import yaml
 from dagster import AssetSelection, DagsterInstance
 
+from assets.influence import score_candidates
 from dagster_project.cli import ensure_dagster_home, execute_pipeline, run_summary
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
 from dagster_project.settings import PROFILE_BLOCKS, DataSettings, Settings, load_settings, project_path
 from resources.datasets import load_examples
+from resources.diagnostics import dpo_summary, score_correlations, split_half_reliability, teacher_logprob_shift
 from resources.evaluation import equal_size, fine_tune, heldout_loss
 from resources.experiment import effect_preregistration, ensure_preregistered, write_report
 from resources.experiment_runner import Job, plan_jobs, run_jobs
+from resources.models import load_tokenizer
 from resources.on_task import on_task_share
 from resources.storage import TableStore, publish_bytes
+from resources.synthesis import few_shot_prompts
 
 TITLE = "Does the tuned teacher teach better? A controlled experiment"
 SELF_INSTRUCT = "self_instruct"
 SIGNALS = {"dpo_random": "random", "dpo_student_loss": "student_loss", "montessori": "influence"}
 GENERAL_HELDOUT = DataSettings().heldout_set
-DESIGN_VERSION = "1"  # bump when the procedure below changes: results stored under another design are redone
-DETAILS = ("signal", "pairs", "identical_to_untuned", "dataset_rows", "train_rows")
+DESIGN_VERSION = "2"  # bump when the procedure below changes: results stored under another design are redone
+DIAGNOSTICS = ("teacher_logprob_shift", "dpo_last_epoch_margin", "dpo_last_epoch_accuracy", "split_half_reliability",
+               "influence_vs_response_tokens", "influence_vs_own_loss")
+DETAILS = ("signal", "pairs", "identical_to_untuned", "dataset_rows", "train_rows", *DIAGNOSTICS)
 
 
 def profile_document(settings: Settings) -> dict:
@@ -85,7 +91,8 @@ class EffectExperiment:
         self.out, self.log = Path(project_path(str(out))), log
         self.work = self.out / "work" / self.key
         resources = build_resources(self.settings)
-        self.runtime, self.launcher, self.student = resources["runtime"], resources["launcher"], resources["student"]
+        self.runtime, self.launcher = resources["runtime"], resources["launcher"]
+        self.teacher, self.student = resources["teacher"], resources["student"]
         data = self.settings.data
         self.heldout = {metric: load_examples(project_path(path), ["id", "instruction", "response"],
                                               data.max_instruction_chars)
@@ -139,6 +146,7 @@ class EffectExperiment:
             warm = TableStore.read(summary["warm_student"]["path"])
             facts |= {name: teacher[name] for name in ("signal", "target", "pairs", "teacher_version")}
             facts["warm_student"] = warm["student_version"][0]
+            facts |= self.diagnose(arm, replicate, profile, summary)
         buffer = io.BytesIO()
         rows.write_parquet(buffer)
         publish_bytes(folder / "dataset.parquet", buffer.getvalue())
@@ -146,6 +154,46 @@ class EffectExperiment:
         self.log(f"replicate {replicate}, {arm}: {rows.height} rows in {facts['pipeline_seconds']:.0f} s"
                  + (f" ({facts['pairs']} {facts['signal']} pairs)" if arm in SIGNALS else ""))
         return ArmDataset(rows, facts)
+
+    def diagnose(self, arm: str, replicate: int, profile: str, summary: dict[str, dict]) -> dict[str, float]:
+        """Why the arm's teacher may (not) teach better, measured while the replicate's checkpoints exist
+        (:mod:`resources.diagnostics`): how far DPO moved the teacher, and for the influence arm how consistent
+        the signal is and what it tracks."""
+        stores = build_resources(load_settings(profile))["stores"]
+        teacher = TableStore.read(summary["teacher_checkpoint"]["path"]).row(0, named=True)
+        facts = dpo_summary(teacher["dpo_history"])
+        messages = self._final_messages(TableStore.read(summary["seed_prompts"]["path"]), replicate)
+        if messages is not None:
+            untuned = TableStore.read(summary["baseline_dataset"]["path"])
+            facts["teacher_logprob_shift"] = teacher_logprob_shift(
+                self.teacher.folder(), stores.checkpoint_store().local_folder(teacher["uri"]),
+                [messages[prompt_id] for prompt_id in untuned["prompt_id"]], untuned["instruction"].to_list(),
+                self.runtime.torch_device, self.runtime.dtype, self.settings.influence.max_length,
+            )
+        if SIGNALS[arm] != "influence":
+            return facts
+        scores = TableStore.read(summary["influence_scores"]["path"])
+        facts |= score_correlations(scores, load_tokenizer(self.student.folder()).encode)
+        candidates = scores.select("candidate_id", "prompt_id", "prompt", "instruction", "response", "raw_output")
+        warm = TableStore.read(summary["warm_student"]["path"])
+
+        def score(reference: pl.DataFrame) -> list[float]:
+            scored = score_candidates(self.settings.influence, self.runtime, stores, candidates, warm, reference,
+                                      self.log)
+            return scored["influence"].to_list()
+
+        reference = TableStore.read(summary["reference_set"]["path"])
+        return facts | split_half_reliability(score, reference, self.seed(replicate))
+
+    def _final_messages(self, seeds: pl.DataFrame, replicate: int) -> dict[str, str] | None:
+        """The final (held) synthesis prompts' user messages by prompt id; None for the official style, whose
+        prompts show instructions generated earlier in the run."""
+        synthesis, final = self.settings.synthesis, self.settings.student_dataset
+        if synthesis.style != "compact":
+            return None
+        prompts = few_shot_prompts(synthesis.style, seeds, final.num_prompts, self.seed(replicate) + final.seed_offset,
+                                   synthesis.shots, synthesis.generated_shots)
+        return {prompt.prompt_id: prompt.message for prompt in prompts.build(0, len(prompts), [])}
 
     def replicate_datasets(self, replicate: int) -> dict[str, ArmDataset]:
         """Every arm's dataset of ``replicate``; once all exist the replicate's checkpoints (warm student,

@@ -338,6 +338,19 @@ def _cell(value: object) -> str:
     return _number(value) if isinstance(value, float) else "–" if value is None else str(value)
 
 
+def _detail_summaries(records: Sequence[Mapping], arms: Sequence[str], names: Sequence[str]) -> pl.DataFrame:
+    """Per arm, ``mean ± sd (n)`` of each numeric record field in ``names`` over the replicates with a finite value."""
+    table: dict[str, list[str]] = {"arm": list(arms)}
+    for name in names:
+        cells = []
+        for arm in arms:
+            values = [v for v in _values(records, arm, name).values() if math.isfinite(v)]
+            summary = summarize(values) if values else None
+            cells.append("–" if summary is None else f"{_number(summary.mean)} ± {_number(summary.sd)} (n={summary.n})")
+        table[name] = cells
+    return pl.DataFrame(table)
+
+
 def render_results(
     analysis: dict, prereg: Preregistration, design: Mapping[str, object], figure: str, details: Sequence[str] = (),
 ) -> str:
@@ -361,6 +374,10 @@ def render_results(
             cells.append("–" if s is None else f"{_number(s['mean'])} ± {_number(s['sd'])} (n={s['n']})")
         per_arm[f"{metric.name} ({metric.better} better)"] = cells
     lines += ["", "### Per arm (mean ± sd over replicates)", "", markdown_table(pl.DataFrame(per_arm))]
+    numeric = [name for name in details if any(isinstance(r.get(name), float) for r in analysis["records"])]
+    if numeric:
+        lines += ["", "### Diagnostics per arm (mean ± sd over replicates; not pre-registered)", "",
+                  markdown_table(_detail_summaries(analysis["records"], prereg.arms, numeric))]
     rows = [{
         "metric": c["metric"], "control": c["control"], "n": str(len(c["differences"])),
         f"mean {prereg.treatment} − control": _number(c["mean"]),

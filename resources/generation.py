@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Protocol, TypeVar
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -93,7 +93,8 @@ class PresencePenalty(LogitsProcessor):
 
 
 class TransformersGenerator:
-    """Batched sampling with a transformers causal LM (left padding, ``num_return_sequences=n``)."""
+    """Batched sampling with a transformers causal LM (left padding; each prompt encoded once for its ``n``
+    samples, :func:`shared_prompt_inputs`)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8) -> None:
         self.model = model
@@ -126,11 +127,11 @@ class TransformersGenerator:
         sampling_args = {"temperature": params.temperature, "top_p": params.top_p} if sampling else {}
         self.model.eval()
         with torch.inference_mode():
+            inputs = shared_prompt_inputs(self.model, encoded["input_ids"], encoded["attention_mask"], params.n)
             output = self.model.generate(
-                **encoded,
+                **inputs,
                 do_sample=sampling,
                 max_new_tokens=params.max_new_tokens,
-                num_return_sequences=params.n,
                 logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id,
                 top_k=None,
@@ -143,6 +144,27 @@ class TransformersGenerator:
         )
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         return [texts[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+
+
+def shared_prompt_inputs(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int
+) -> dict[str, object]:
+    """``generate`` inputs for ``n`` samples per (left-padded) prompt that run each prompt through the model once.
+
+    ``num_return_sequences=n`` copies every prompt ``n`` times before the prompt pass, so a few-shot prompt is
+    encoded ``n`` times. Here the prompts but their last token are encoded once into a KV cache, the cache is
+    repeated ``n`` times, and ``generate`` continues from it; the samples are the same (identical tokens for the
+    same seed, measured on the embedded model) for about ``n`` times less prompt compute."""
+    repeated = {"input_ids": input_ids.repeat_interleave(n, 0),
+                "attention_mask": attention_mask.repeat_interleave(n, 0)}
+    if n == 1 or input_ids.shape[1] < 2:
+        return repeated
+    cache = DynamicCache(config=model.config)
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
+    model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
+          past_key_values=cache, use_cache=True)
+    cache.batch_repeat_interleave(n)
+    return {**repeated, "past_key_values": cache}
 
 
 def generated_lengths(tokens: torch.Tensor, eos_token_id: int | list[int] | None) -> torch.Tensor:

@@ -4,6 +4,7 @@ report holds every arm and replicate, and a run killed after its first job resum
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -75,6 +76,14 @@ def test_experiment_reports_every_arm_and_replicate_and_resumes_after_a_kill(
         seed = yaml.safe_load((out / "work").glob(f"*/r{replicate}/montessori/profile.yaml").__next__().read_text())
         assert seed["runtime"]["seed"] == 3 + replicate and seed["pairs"]["signal"] == "influence"
     assert records["montessori", 0]["warm_student"] != records["montessori", 1]["warm_student"]
+    for (arm, _), record in records.items():  # diagnostics, measured while the checkpoints existed
+        if arm in SIGNALS:
+            assert record["teacher_logprob_shift"] != 0.0, "DPO moved the teacher"
+            assert math.isfinite(record["dpo_last_epoch_margin"]) and 0 <= record["dpo_last_epoch_accuracy"] <= 1
+        signal = {"split_half_reliability", "influence_vs_response_tokens", "influence_vs_own_loss"}
+        assert signal <= set(record) if arm == "montessori" else not signal & set(record)
+    assert "### Diagnostics per arm" in results_md
     influence_caches = list((out / "work" / "cache" / "influence_cache").iterdir())
-    assert len(influence_caches) == 2, "influence scored once per replicate, read back by the other arms"
+    assert len(influence_caches) == 6, "per replicate: the whole reference set (scored once, read back by the " \
+        "other arms) and the split-half diagnostic's two halves"
     assert not list((out / "work").glob("*/r*/checkpoints")), "checkpoints are removed once a replicate's data exist"

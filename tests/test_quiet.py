@@ -13,7 +13,13 @@ import pytest
 import torch
 import transformers.utils.logging
 
-from resources.generation import GenerationStats, SamplingParams, TransformersGenerator, generated_lengths
+from resources.generation import (
+    GenerationStats,
+    SamplingParams,
+    TransformersGenerator,
+    generated_lengths,
+    shared_prompt_inputs,
+)
 from resources.generation_cache import ChunkedGeneration
 from resources.models import load_causal_lm, resolve_model_source
 from resources.quiet import QUIET_ENVIRONMENT, silence_progress_bars
@@ -75,6 +81,26 @@ def test_generated_lengths_stop_at_the_first_end_token() -> None:
     assert generated_lengths(tokens, 2).tolist() == [2, 4, 1]
     assert generated_lengths(tokens, [7, 2]).tolist() == [2, 3, 1]
     assert generated_lengths(tokens, None).tolist() == [4, 4, 4]
+
+
+def test_prompts_encoded_once_give_the_samples_num_return_sequences_gives(model_cache: Path) -> None:
+    model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:tokens", model_cache))
+    tokenizer.padding_side = "left"
+    encoded = tokenizer(["Say hi to everyone here.", "Add 2 and 3."], return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+    width = encoded["input_ids"].shape[1]
+    assert (encoded["attention_mask"] == 0).any(), "one prompt is left-padded"
+    sampling = {"do_sample": True, "temperature": 1.0, "top_p": 0.9, "top_k": None, "max_new_tokens": 8,
+                "pad_token_id": tokenizer.pad_token_id}
+    with torch.inference_mode():
+        torch.manual_seed(5)
+        copied = model.generate(**encoded, num_return_sequences=3, **sampling)
+        torch.manual_seed(5)
+        shared = model.generate(**shared_prompt_inputs(model, encoded["input_ids"], encoded["attention_mask"], 3),
+                                **sampling)
+    assert torch.equal(shared[:, width:], copied[:, width:])
+    assert shared_prompt_inputs(model, encoded["input_ids"], encoded["attention_mask"], 1).keys() == {
+        "input_ids", "attention_mask"}, "one sample per prompt: nothing to share"
 
 
 def test_transformers_generator_counts_prompt_and_generated_tokens(model_cache: Path) -> None:
