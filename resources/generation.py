@@ -162,9 +162,9 @@ def shared_prompt_inputs(
     cache = DynamicCache(config=model.config)
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded prompts
     model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], position_ids=positions[:, :-1],
-          past_key_values=cache, use_cache=True)
+          cache=cache, use_cache=True)
     cache.batch_repeat_interleave(n)
-    return {**repeated, "past_key_values": cache}
+    return {**repeated, "cache": cache}
 
 
 def generated_lengths(tokens: torch.Tensor, eos_token_id: int | list[int] | None) -> torch.Tensor:
