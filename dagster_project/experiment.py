@@ -146,7 +146,7 @@ class EffectExperiment:
             warm = TableStore.read(summary["warm_student"]["path"])
             facts |= {name: teacher[name] for name in ("signal", "target", "pairs", "teacher_version")}
             facts["warm_student"] = warm["student_version"][0]
-            facts |= self.diagnose(arm, replicate, profile, summary)
+            facts |= self.diagnose(arm, replicate, profile, summary, teacher)
         buffer = io.BytesIO()
         rows.write_parquet(buffer)
         publish_bytes(folder / "dataset.parquet", buffer.getvalue())
@@ -155,12 +155,13 @@ class EffectExperiment:
                  + (f" ({facts['pairs']} {facts['signal']} pairs)" if arm in SIGNALS else ""))
         return ArmDataset(rows, facts)
 
-    def diagnose(self, arm: str, replicate: int, profile: str, summary: dict[str, dict]) -> dict[str, float]:
+    def diagnose(
+        self, arm: str, replicate: int, profile: str, summary: dict[str, dict], teacher: dict[str, object]
+    ) -> dict[str, float]:
         """Why the arm's teacher may (not) teach better, measured while the replicate's checkpoints exist
         (:mod:`resources.diagnostics`): how far DPO moved the teacher, and for the influence arm how consistent
-        the signal is and what it tracks."""
+        the signal is and what it tracks. ``teacher``: the run's teacher manifest row."""
         stores = build_resources(load_settings(profile))["stores"]
-        teacher = TableStore.read(summary["teacher_checkpoint"]["path"]).row(0, named=True)
         facts = dpo_summary(teacher["dpo_history"])
         messages = self._final_messages(TableStore.read(summary["seed_prompts"]["path"]), replicate)
         if messages is not None:
