@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from benchmarks.influence import spearman
+from resources.diagnostics import spearman
 from resources.examples import chat_prompt, encode_pairs
 from resources.generation import SamplingParams, TransformersGenerator
 from resources.influence import ExactInfluence

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from resources.diagnostics import spearman
 from resources.examples import IGNORE_INDEX, collate, encode_pairs, per_example_loss
 from resources.influence import FirstOrderInfluence, InfluenceScore, make_influence_engine
 from resources.influence_baseline import paper_loop_influence
@@ -42,14 +43,6 @@ METHODS = {  # name: (method, param_pattern, candidate_batch_size)
 
 WARMUP = WarmupConfig(5e-6, epochs=1, batch_size=2, weight_decay=0.0, seed=0, gradient_accumulation=1,
                       schedule="constant", loss="example_mean")
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation (no ties expected in float scores)."""
-    ranks = lambda xs: torch.tensor(xs, dtype=torch.float64).argsort().argsort().double()  # noqa: E731
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra @ rb) / (ra.norm() * rb.norm()))
 
 
 def candidate_pairs(n: int) -> tuple[list[str], list[str], list[int]]:
