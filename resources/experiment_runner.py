@@ -61,12 +61,12 @@ def run_jobs(
 ) -> list[dict]:
     """Run each job through ``run`` (which returns the job's JSON-serializable results, e.g. metrics) unless
     ``folder`` already holds its result under the same ``key``; store each result as soon as it is done.
-    Logs one line when a job starts and one when it is done or skipped (with the time left, estimated from
-    the jobs run so far). Returns every job's record: arm, replicate, key, seconds and the results."""
+    Logs one line when a job starts and one when it is done or skipped (with the time left from
+    :func:`time_left`). Returns every job's record: arm, replicate, key, seconds and the results."""
     folder = Path(folder)
     records: list[dict] = []
-    durations: list[float] = []
-    pending = sum(_stored(folder / job.file_name, key) is None for job in jobs)
+    durations: dict[str, list[float]] = {}  # seconds of the jobs run now, per arm
+    pending = [job for job in jobs if _stored(folder / job.file_name, key) is None]
     for number, job in enumerate(jobs, 1):
         path = folder / job.file_name
         stored = _stored(path, key)
@@ -84,8 +84,18 @@ def run_jobs(
                   "seconds": time.monotonic() - started, **result}
         publish_bytes(path, json.dumps(record, indent=2).encode())
         records.append(record)
-        durations.append(record["seconds"])
-        left = sum(durations) / len(durations) * (pending - len(durations))
+        durations.setdefault(job.arm, []).append(record["seconds"])
+        left = time_left(durations, pending[sum(map(len, durations.values())):])
         log(_progress(number, len(jobs), job,
                       f"done in {record['seconds']:.0f} s ({_metrics(record)}); about {left / 60:.0f} min left"))
     return records
+
+
+def time_left(durations: Mapping[str, Sequence[float]], pending: Sequence[Job]) -> float:
+    """Seconds the ``pending`` jobs should take: each at the mean duration of the finished jobs of its arm (arms
+    cost differently: the first arm of a replicate may make every arm's data), or of all finished jobs while
+    none of its arm has finished."""
+    finished = [seconds for arm in durations.values() for seconds in arm]
+    overall = sum(finished) / len(finished) if finished else 0.0
+    mean = {arm: sum(seconds) / len(seconds) for arm, seconds in durations.items() if seconds}
+    return sum(mean.get(job.arm, overall) for job in pending)

@@ -26,7 +26,7 @@ from resources.experiment import (
     summarize,
     write_report,
 )
-from resources.experiment_runner import Job, plan_jobs, run_jobs
+from resources.experiment_runner import Job, plan_jobs, run_jobs, time_left
 from resources.on_task import is_on_task, on_task_share
 from resources.report import PNG_SIGNATURE
 from resources.text import pairwise_rouge_l
@@ -123,6 +123,14 @@ def test_runner_resumes_after_a_kill_without_rerunning_finished_jobs(tmp_path: P
     assert again == jobs, "results stored under another design key are recomputed"
     with pytest.raises(ValueError, match="reserved"):
         run_jobs([Job("c", 0)], lambda job: {"seconds": 1.0}, tmp_path, log=lambda _: None)
+
+
+def test_time_left_prices_each_pending_job_at_its_arms_mean() -> None:
+    pending = [Job("a", 1), Job("b", 1), Job("c", 1)]
+    # "a" made every arm's data (slow), "b" only measured: each pending job costs its own arm's mean
+    assert time_left({"a": [100.0, 200.0], "b": [10.0]}, pending) == 150.0 + 10.0 + (100 + 200 + 10) / 3
+    assert time_left({}, pending) == 0.0
+    assert time_left({"a": [5.0]}, []) == 0.0
 
 
 def test_report_holds_every_arm_and_replicate_and_keeps_the_preregistration(tmp_path: Path) -> None:
