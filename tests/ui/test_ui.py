@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -64,8 +65,12 @@ def webserver(tmp_path: Path, model_cache: Path):  # noqa: ANN201
         wait_for(f"http://127.0.0.1:{port}/server_info", 180)
         yield f"http://127.0.0.1:{port}", home, tmp_path
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=60)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # seen once: the daemon stopped but `dagster dev` did not exit
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
         log.close()
 
 
