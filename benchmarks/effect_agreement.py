@@ -11,7 +11,8 @@ pairs whose direction exact keeps (the profile requires >= 90%), the share of id
 of candidates whose null-step sign agrees.
 
 Run: python benchmarks/effect_agreement.py [--replicates 2 3 4] [--out experiments/effect/work/agreement]; a rerun
-reuses what a killed run finished (the caches under ``--out``). The last line printed is one JSON object.
+reuses what a killed run finished (the caches under ``--out``; its timings then measure the cache, so time
+on a fresh ``--out``). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ from pathlib import Path
 
 import polars as pl
 import yaml
-from dagster import AssetSelection, DagsterInstance
 
-from dagster_project.cli import ensure_dagster_home, execute_pipeline, run_summary
-from dagster_project.definitions import build_definitions
-from dagster_project.experiment import profile_document
+from dagster_project.cli import ensure_dagster_home
+from dagster_project.experiment import materialize_upstream, profile_document
 from dagster_project.settings import Settings, load_settings, project_path
 from resources.diagnostics import spearman
 from resources.pairs import score_column
-from resources.storage import TableStore
+from resources.storage import TableStore, publish_bytes
 
 TARGET = "preference_pairs"
 
@@ -46,14 +45,9 @@ def run_method(document: dict, method: str, out: Path) -> dict[str, pl.DataFrame
     document["storage"].update(tables=str(out / method / "tables"), cache=str(out / "cache"),
                                checkpoints=str(out / method / "checkpoints"))
     profile = out / method / "profile.yaml"
-    profile.parent.mkdir(parents=True, exist_ok=True)
-    profile.write_text(yaml.safe_dump(document, sort_keys=False))
-    selection = AssetSelection.assets(TARGET).upstream().resolve(build_definitions(str(profile)).resolve_asset_graph())
-    instance = DagsterInstance.get()
-    result = execute_pipeline(str(profile), list(selection), instance, {"montessori/benchmark": "effect_agreement"})
-    if not result.success:
-        raise RuntimeError(f"the {method} run {result.run_id} failed")
-    summary = run_summary(instance, result)
+    publish_bytes(profile, yaml.safe_dump(document, sort_keys=False).encode())
+    _, summary = materialize_upstream(str(profile), [TARGET], {"montessori/benchmark": "effect_agreement"},
+                                      f"with influence.method {method}")
     scores = TableStore.read(summary["influence_scores"]["path"])
     return {"scores": scores, "pairs": TableStore.read(summary[TARGET]["path"]),
             "seconds": summary["influence_scores"]["seconds"]}

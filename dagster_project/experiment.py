@@ -72,6 +72,19 @@ def profile_document(settings: Settings) -> dict:
             **{block: getattr(settings, block).model_dump(mode="json") for block in PROFILE_BLOCKS}}
 
 
+def materialize_upstream(
+    profile: str, targets: list[str], tags: dict[str, str], what: str
+) -> tuple[str, dict[str, dict[str, object]]]:
+    """Materialize ``targets`` and everything upstream of them with ``profile``; the run id and its
+    :func:`run_summary`. Raises RuntimeError naming the run (``what`` says whose it is) when it fails."""
+    selection = AssetSelection.assets(*targets).upstream().resolve(build_definitions(profile).resolve_asset_graph())
+    instance = DagsterInstance.get()
+    result = execute_pipeline(profile, list(selection), instance, tags)
+    if not result.success:
+        raise RuntimeError(f"the pipeline run {result.run_id} {what} failed")
+    return result.run_id, run_summary(instance, result)
+
+
 @dataclass(frozen=True)
 class ArmDataset:
     """One arm's final dataset in one replicate, and facts about what produced it."""
@@ -131,16 +144,11 @@ class EffectExperiment:
         self.log(f"replicate {replicate}, {arm}: pipeline run up to {target} ({profile})")
         started = time.monotonic()
         # the baseline too: student_dataset's diversity check compares with it (its text comes from the cache)
-        selection = AssetSelection.assets(target, "baseline_dataset").upstream()
-        selection = selection.resolve(build_definitions(profile).resolve_asset_graph())
-        instance = DagsterInstance.get()
-        result = execute_pipeline(profile, list(selection), instance,
-                                  {"montessori/experiment": self.key, "montessori/arm": arm})
-        if not result.success:
-            raise RuntimeError(f"the pipeline run {result.run_id} of {arm}, replicate {replicate} failed")
-        summary = run_summary(instance, result)
+        run_id, summary = materialize_upstream(profile, [target, "baseline_dataset"],
+                                               {"montessori/experiment": self.key, "montessori/arm": arm},
+                                               f"of {arm}, replicate {replicate}")
         rows = TableStore.read(summary[target]["path"])
-        facts: dict[str, object] = {"run_id": result.run_id, "pipeline_seconds": round(time.monotonic() - started, 1)}
+        facts: dict[str, object] = {"run_id": run_id, "pipeline_seconds": round(time.monotonic() - started, 1)}
         if arm in SIGNALS:
             teacher = TableStore.read(summary["teacher_checkpoint"]["path"]).row(0, named=True)
             warm = TableStore.read(summary["warm_student"]["path"])
