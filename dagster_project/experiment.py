@@ -47,7 +47,7 @@ from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
 from dagster_project.settings import PROFILE_BLOCKS, DataSettings, Settings, load_settings, project_path
 from resources.datasets import load_examples
-from resources.diagnostics import dpo_summary, score_correlations, split_half_reliability, teacher_logprob_shift
+from resources.diagnostics import TeacherLogprobShift, dpo_summary, score_correlations, split_half_reliability
 from resources.evaluation import equal_size, fine_tune, heldout_loss
 from resources.experiment import effect_preregistration, ensure_preregistered, write_report
 from resources.experiment_runner import Job, plan_jobs, run_jobs
@@ -63,6 +63,9 @@ GENERAL_HELDOUT = DataSettings().heldout_set
 DESIGN_VERSION = "2"  # bump when the procedure below changes: results stored under another design are redone
 DIAGNOSTICS = ("teacher_logprob_shift", "dpo_last_epoch_margin", "dpo_last_epoch_accuracy", "split_half_reliability",
                "influence_vs_response_tokens", "influence_vs_own_loss")
+# settings that change memory and speed, not results: left out of the design key, so turning them on or off
+# does not redo stored results (tests/test_training.py checks the weights are the same)
+SPEED_ONLY = {"dpo": {"activation_checkpointing"}, "evaluation": {"activation_checkpointing"}}
 DETAILS = ("signal", "pairs", "identical_to_untuned", "dataset_rows", "train_rows", *DIAGNOSTICS)
 
 
@@ -99,7 +102,9 @@ class EffectExperiment:
     def __init__(self, profile: str, out: Path, log: Callable[[str], None] = print) -> None:
         self.settings = load_settings(profile)
         self.document = profile_document(self.settings)
-        design = {block: value for block, value in self.document.items() if block != "storage"}  # set per run
+        design = {block: {name: setting for name, setting in value.items() if name not in SPEED_ONLY.get(block, ())}
+                  if isinstance(value, dict) else value
+                  for block, value in self.document.items() if block != "storage"}  # storage: set per run
         self.key = hashlib.sha256(json.dumps([DESIGN_VERSION, design], sort_keys=True).encode()).hexdigest()[:12]
         self.out, self.log = Path(project_path(str(out))), log
         self.work = self.out / "work" / self.key
@@ -110,6 +115,7 @@ class EffectExperiment:
         self.heldout = {metric: load_examples(project_path(path), ["id", "instruction", "response"],
                                               data.max_instruction_chars)
                         for metric, path in (("task_loss", data.heldout_set), ("general_loss", GENERAL_HELDOUT))}
+        self._shifts: dict[int, TeacherLogprobShift | None] = {}  # the current replicate's
 
     def seed(self, replicate: int) -> int:
         """The runtime seed of replicate ``replicate``."""
@@ -171,14 +177,9 @@ class EffectExperiment:
         the signal is and what it tracks. ``teacher``: the run's teacher manifest row."""
         stores = build_resources(load_settings(profile))["stores"]
         facts = dpo_summary(teacher["dpo_history"])
-        messages = self._final_messages(TableStore.read(summary["seed_prompts"]["path"]), replicate)
-        if messages is not None:
-            untuned = TableStore.read(summary["baseline_dataset"]["path"])
-            facts["teacher_logprob_shift"] = teacher_logprob_shift(
-                self.teacher.folder(), stores.checkpoint_store().local_folder(teacher["uri"]),
-                [messages[prompt_id] for prompt_id in untuned["prompt_id"]], untuned["instruction"].to_list(),
-                self.runtime.torch_device, self.runtime.dtype, self.settings.influence.max_length,
-            )
+        shift = self._logprob_shift(replicate, summary)
+        if shift is not None:
+            facts["teacher_logprob_shift"] = shift(stores.checkpoint_store().local_folder(teacher["uri"]))
         if SIGNALS[arm] != "influence":
             return facts
         scores = TableStore.read(summary["influence_scores"]["path"])
@@ -193,6 +194,19 @@ class EffectExperiment:
 
         reference = TableStore.read(summary["reference_set"]["path"])
         return facts | split_half_reliability(score, reference, self.seed(replicate))
+
+    def _logprob_shift(self, replicate: int, summary: dict[str, dict]) -> TeacherLogprobShift | None:
+        """The teacher log-prob shift measure of ``replicate`` (the untuned teacher's instructions on the final
+        prompts, the same for every arm: its loss is computed once per replicate); None for the official style."""
+        if replicate not in self._shifts:
+            messages = self._final_messages(TableStore.read(summary["seed_prompts"]["path"]), replicate)
+            untuned = TableStore.read(summary["baseline_dataset"]["path"])
+            self._shifts = {replicate: None if messages is None else TeacherLogprobShift(
+                self.teacher.folder(), [messages[prompt_id] for prompt_id in untuned["prompt_id"]],
+                untuned["instruction"].to_list(), self.runtime.torch_device, self.runtime.dtype,
+                self.settings.influence.max_length,
+            )}
+        return self._shifts[replicate]
 
     def _final_messages(self, seeds: pl.DataFrame, replicate: int) -> dict[str, str] | None:
         """The final (held) synthesis prompts' user messages by prompt id; None for the official style, whose

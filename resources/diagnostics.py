@@ -2,7 +2,7 @@
 
 Three questions, each answered by a number per replicate:
 
-- **Does the teacher move?** :func:`teacher_logprob_shift`: the mean per-token change in log-probability, tuned
+- **Does the teacher move?** :class:`TeacherLogprobShift`: the mean per-token change in log-probability, tuned
   minus untuned, of what the untuned teacher wrote on held prompts (prompts DPO never saw). Its negative
   estimates KL(untuned || tuned) per token (exactly so for texts sampled from the untuned teacher at
   temperature 1; the instructions here were sampled with top-p 0.9, so it is an approximation). Beside it, the
@@ -39,28 +39,35 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def teacher_logprob_shift(
-    untuned_folder: str,
-    tuned_folder: str,
-    messages: list[str],
-    instructions: list[str],
-    device: torch.device,
-    dtype: torch.dtype,
-    max_length: int,
-    batch_size: int = 8,
-) -> float:
-    """Mean per-token log-probability of ``instructions`` (as the teacher's tagged assistant turn after each user
-    ``message``) under the tuned teacher minus under the untuned one; 0 when the teacher did not move."""
-    tokenizer = load_tokenizer(untuned_folder)
-    turns = [teacher_completion(text, "instruction") for text in instructions]
-    examples = encode_pairs(tokenizer, messages, turns, max_length)
-    loss = MeanLoss(examples, tokenizer.pad_token_id, batch_size, "the held prompts' instructions")
-    losses = {}
-    for name, folder in (("untuned", untuned_folder), ("tuned", tuned_folder)):
-        model, _ = load_causal_lm(folder, device, dtype)
-        losses[name] = loss(model.eval())
-        del model
-    return losses["untuned"] - losses["tuned"]
+class TeacherLogprobShift:
+    """Mean per-token log-probability of fixed ``instructions`` (as the teacher's tagged assistant turn after each
+    user ``message``) under a tuned teacher minus under the untuned one at ``untuned_folder``; 0 when the teacher
+    did not move. The untuned teacher's loss is computed once, here; call the object with each tuned folder."""
+
+    def __init__(
+        self,
+        untuned_folder: str,
+        messages: list[str],
+        instructions: list[str],
+        device: torch.device,
+        dtype: torch.dtype,
+        max_length: int,
+        batch_size: int = 8,
+    ) -> None:
+        tokenizer = load_tokenizer(untuned_folder)
+        turns = [teacher_completion(text, "instruction") for text in instructions]
+        examples = encode_pairs(tokenizer, messages, turns, max_length)
+        self.loss = MeanLoss(examples, tokenizer.pad_token_id, batch_size, "the held prompts' instructions")
+        self.device, self.dtype = device, dtype
+        self.untuned_loss = self._loss_under(untuned_folder)
+
+    def _loss_under(self, folder: str) -> float:
+        model, _ = load_causal_lm(folder, self.device, self.dtype)
+        return self.loss(model.eval())
+
+    def __call__(self, tuned_folder: str) -> float:
+        """The shift of the teacher at ``tuned_folder``."""
+        return self.untuned_loss - self._loss_under(tuned_folder)
 
 
 def split_half_reliability(

@@ -52,7 +52,7 @@ def sft_student(
     with tempfile.TemporaryDirectory() as scratch:
         args = SFTConfig(
             **trainer_arguments(scratch, params.learning_rate, params.epochs, params.batch_size, params.max_length,
-                                seed, device, dtype),
+                                seed, device, dtype, params.activation_checkpointing),
             data_seed=seed,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_records(rows)),

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from resources.diagnostics import (
+    TeacherLogprobShift,
     dpo_summary,
     score_correlations,
     spearman,
     split_half_reliability,
-    teacher_logprob_shift,
 )
 from resources.examples import encode_pairs
 from resources.models import load_causal_lm, resolve_model_source
@@ -30,8 +30,8 @@ def test_teacher_logprob_shift_is_zero_for_the_same_teacher_and_positive_after_l
 ) -> None:
     untuned = resolve_model_source("tiny-random:diagnostics-teacher", model_cache)
     cpu = torch.device("cpu")
-    same = teacher_logprob_shift(untuned, untuned, MESSAGES, INSTRUCTIONS, cpu, torch.float32, 128)
-    assert same == 0.0
+    shift = TeacherLogprobShift(untuned, MESSAGES, INSTRUCTIONS, cpu, torch.float32, 128)
+    assert shift(untuned) == 0.0
 
     model, tokenizer = load_causal_lm(untuned, cpu, torch.float32)
     turns = [teacher_completion(text, "instruction") for text in INSTRUCTIONS]
@@ -44,7 +44,7 @@ def test_teacher_logprob_shift_is_zero_for_the_same_teacher_and_positive_after_l
     tuned = tmp_path / "tuned"
     model.save_pretrained(tuned)
     tokenizer.save_pretrained(tuned)
-    assert teacher_logprob_shift(untuned, str(tuned), MESSAGES, INSTRUCTIONS, cpu, torch.float32, 128) > 0.01
+    assert shift(str(tuned)) > 0.01
 
 
 def _scores_by_half(reference: pl.DataFrame) -> list[float]:

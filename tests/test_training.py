@@ -1,4 +1,5 @@
-"""Training engines on a tiny model: warm-up state round trip, DPO moves the preference margin."""
+"""Training engines on a tiny model: warm-up state round trip, DPO moves the preference margin, activation
+checkpointing leaves the weights as they are."""
 
 from __future__ import annotations
 
@@ -75,3 +76,19 @@ def test_lora_dpo_saves_a_merged_full_model(model_cache: Path, tmp_path: Path) -
     assert tuned_weights.keys() == original_weights.keys()
     assert any(not torch.equal(tuned_weights[k], original_weights[k]) for k in original_weights)
     assert margin(str(tmp_path / "tuned")) > margin(base) + 1.0
+
+
+def test_activation_checkpointing_changes_speed_not_weights(model_cache: Path, tmp_path: Path) -> None:
+    """TRL turns activation checkpointing on by default; the profiles turn it off for speed, which is safe only
+    because the tuned weights are the same bit for bit (the effect experiment's design key relies on this)."""
+    base = resolve_model_source("tiny-random:dpo", model_cache)
+    weights = {}
+    for checkpointing in (True, False):
+        params = dpo_params(beta=0.1, learning_rate=5e-4, epochs=1.0, batch_size=2, max_length=128,
+                            activation_checkpointing=checkpointing)
+        train_dpo(base, PAIRS, params, tmp_path / str(checkpointing))
+        weights[checkpointing] = load_causal_lm(str(tmp_path / str(checkpointing)))[0].state_dict()
+    assert weights[True].keys() == weights[False].keys()
+    assert all(torch.equal(weights[True][name], weights[False][name]) for name in weights[True])
+    untuned = load_causal_lm(base)[0].state_dict()
+    assert any(not torch.equal(weights[True][name], value) for name, value in untuned.items())
