@@ -1,9 +1,7 @@
 """Stages 2-3: warm the student up, then score each candidate's local influence on the reference loss."""
 
 import json
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import polars as pl
 from dagster import (
@@ -26,7 +24,8 @@ from assets.placement import gpu_op, on_gpu, round_key_path
 from resources.influence_cache import InfluenceCache
 from resources.pairs import positive_share
 from resources.storage import frame_hash
-from resources.student import merge_shards, score_with_cache, shard_candidates, split_warmup, train_warm_student
+from resources.student import merge_shards, score_with_cache, shard_candidates, split_warmup
+from resources.warm_student_cache import warm_student_checkpoint
 
 
 def _split(warmup: WarmupSettings, runtime: Runtime, synthetic: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -43,21 +42,22 @@ def build_warm_student(round_number: int, group: str) -> AssetsDefinition:
         context: AssetExecutionContext, warmup: WarmupSettings, runtime: Runtime, stores: Stores,
         student: ModelSource, synthetic_instructions: pl.DataFrame,
     ) -> Output[pl.DataFrame]:
-        """The student after warm-up SFT, with its AdamW state, as a checkpoint manifest."""
+        """The student after warm-up SFT, with its AdamW state, as a checkpoint manifest (a warm-up with the same
+        inputs published earlier in this checkpoint store is reused: :mod:`resources.warm_student_cache`)."""
         warm, _ = _split(warmup, runtime, synthetic_instructions)
         runtime.prepare_torch()
         base = student.folder()
-        with tempfile.TemporaryDirectory() as scratch:
-            losses = train_warm_student(base, warm, warmup.config(runtime.seed), warmup.max_length, Path(scratch),
-                                        runtime.torch_device, runtime.dtype, context.log.info, warmup.truncation)
-            published = stores.checkpoint_store().publish(Path(scratch), "warm_student")
+        published, losses, reused = warm_student_checkpoint(
+            base, warm, warmup.config(runtime.seed), warmup.max_length, warmup.truncation, runtime.torch_device,
+            runtime.precision, stores.cache_store(), stores.checkpoint_store(), context.log.info,
+        )
         version = published.content_hash[:16]
         manifest = pl.DataFrame({
             "student_version": [version], "uri": [published.uri], "base_model": [base],
             "warmup_rows": [warm.height], "final_loss": [losses[-1]],
         })
         return table_output(manifest, manifest.columns, version=version, student_version=version,
-                            warmup_losses=MetadataValue.json(losses))
+                            warmup_losses=MetadataValue.json(losses), reused=reused)
 
     return warm_student
 
