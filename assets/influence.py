@@ -24,7 +24,7 @@ from assets.placement import gpu_op, on_gpu, round_key_path
 from resources.influence_cache import InfluenceCache
 from resources.pairs import positive_share
 from resources.storage import frame_hash
-from resources.student import merge_shards, score_with_cache, shard_candidates, split_warmup
+from resources.student import first_order_influences, merge_shards, score_with_cache, shard_candidates, split_warmup
 from resources.warm_student_cache import warm_student_checkpoint
 
 
@@ -83,6 +83,25 @@ def score_candidates(
         method=pl.lit(influence.method),
         method_params=pl.lit(json.dumps(method_params, sort_keys=True)),
         student_version=pl.lit(student_version),
+    )
+
+
+def influence_against(
+    influence: InfluenceSettings, runtime: Runtime, stores: Stores, candidates: pl.DataFrame,
+    warm_student: pl.DataFrame, references: list[pl.DataFrame], log: Callable[[str], None],
+) -> list[list[float]]:
+    """Each candidate's influence against each of ``references`` (one list per set, candidates in order): with
+    the first-order method from one pass over the candidates (:func:`resources.student.first_order_influences`),
+    otherwise one :func:`score_candidates` per set. The same numbers either way."""
+    if influence.method != "first_order":
+        return [score_candidates(influence, runtime, stores, candidates, warm_student, reference, log)["influence"]
+                .to_list() for reference in references]
+    runtime.prepare_torch()
+    return first_order_influences(
+        stores.checkpoint_store().local_folder(warm_student["uri"][0]), references, candidates,
+        influence.param_pattern, influence.reference_batch_size, influence.max_length, runtime.torch_device,
+        runtime.dtype, log, influence.chunk_size, influence.reference_loss, influence.truncation,
+        influence.candidate_batch_size,
     )
 
 

@@ -41,7 +41,7 @@ import polars as pl
 import yaml
 from dagster import AssetSelection, DagsterInstance
 
-from assets.influence import score_candidates
+from assets.influence import influence_against
 from dagster_project.cli import ensure_dagster_home, execute_pipeline, run_summary
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
@@ -187,13 +187,12 @@ class EffectExperiment:
         candidates = scores.select("candidate_id", "prompt_id", "prompt", "instruction", "response", "raw_output")
         warm = TableStore.read(summary["warm_student"]["path"])
 
-        def score(reference: pl.DataFrame) -> list[float]:
-            scored = score_candidates(self.settings.influence, self.runtime, stores, candidates, warm, reference,
-                                      self.log)
-            return scored["influence"].to_list()
+        def score_halves(first: pl.DataFrame, second: pl.DataFrame) -> list[list[float]]:
+            return influence_against(self.settings.influence, self.runtime, stores, candidates, warm, [first, second],
+                                     self.log)
 
         reference = TableStore.read(summary["reference_set"]["path"])
-        return facts | split_half_reliability(score, reference, self.seed(replicate))
+        return facts | split_half_reliability(score_halves, reference, self.seed(replicate))
 
     def _logprob_shift(self, replicate: int, summary: dict[str, dict]) -> TeacherLogprobShift | None:
         """The teacher log-prob shift measure of ``replicate`` (the untuned teacher's instructions on the final

@@ -71,16 +71,17 @@ class TeacherLogprobShift:
 
 
 def split_half_reliability(
-    score: Callable[[pl.DataFrame], Sequence[float]], reference: pl.DataFrame, seed: int
+    score_halves: Callable[[pl.DataFrame, pl.DataFrame], Sequence[Sequence[float]]], reference: pl.DataFrame,
+    seed: int,
 ) -> dict[str, float]:
-    """Score the same candidates against two random halves of ``reference`` (``score(half)`` returns one
-    score per candidate, in a fixed order); the halves' Spearman correlation and its Spearman-Brown estimate
-    ``2r / (1 + r)`` for the whole reference set."""
+    """Score the same candidates against two random halves of ``reference`` (``score_halves(first, second)``
+    returns one list of scores per half, one score per candidate in a fixed order); the halves' Spearman
+    correlation and its Spearman-Brown estimate ``2r / (1 + r)`` for the whole reference set."""
     if reference.height < 4:
         raise ValueError(f"split-half reliability needs at least 4 reference examples, got {reference.height}")
     order = random.Random(seed).sample(range(reference.height), reference.height)
     middle = reference.height // 2
-    first, second = score(reference[order[:middle]]), score(reference[order[middle:]])
+    first, second = score_halves(reference[order[:middle]], reference[order[middle:]])
     r = spearman(first, second)
     return {"split_half_spearman": r, "split_half_reliability": 2 * r / (1 + r) if r > -1 else float("nan")}
 

@@ -214,27 +214,42 @@ class FirstOrderInfluence(InfluenceEngine):
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=compute_dtype == torch.bfloat16)
         self.block = 1 << (16 if device.type == "cpu" else 26)
         self.model.eval()
+        self.optimizer, self.batch_size, self.reference_loss = optimizer, batch_size, reference_loss
+        self.loss_before, self.terms = self.reference_terms(reference)
+        self.null_effect = float(sum(t.effect(torch.zeros_like(t.exp_avg)[None], self.block) for t in self.terms))
+
+    def reference_terms(self, reference: list[EncodedExample]) -> tuple[float, list[AdamWTerms]]:
+        """The reference loss of ``reference`` at the warm state and, per scored parameter, its AdamW terms with
+        that reference set's gradient (one backward pass; the engine's own set is the one it was built with)."""
+        device = self.params[0].device
         reference_grads = [torch.zeros(p.numel(), dtype=torch.float32, device=device) for p in self.params]
         loss = torch.zeros((), dtype=torch.float64)
         sink = lambda i, grad: reference_grads[i].add_(grad.reshape(-1))  # noqa: E731
+        mean_loss = MeanLoss(reference, self.pad_id, self.batch_size, "the reference set", self.reference_loss)
         with torch.enable_grad(), self.autocast, self.gradients.capture(1, sink, per_example=False):
-            for share in MeanLoss(reference, pad_id, batch_size, "the reference set", reference_loss).terms(model):
+            for share in mean_loss.terms(self.model):
                 share.backward()
                 loss += share.detach().double().cpu()
-        self.loss_before = check_finite(float(loss), "reference loss")
-        groups = {p: group for group in optimizer.param_groups for p in group["params"]}
-        self.terms = [AdamWTerms.of(p, optimizer.state[p], groups[p], g)
-                      for p, g in zip(self.params, reference_grads, strict=True)]
-        self.null_effect = float(sum(t.effect(torch.zeros_like(t.exp_avg)[None], self.block) for t in self.terms))
+        groups = {p: group for group in self.optimizer.param_groups for p in group["params"]}
+        terms = [AdamWTerms.of(p, self.optimizer.state[p], groups[p], g)
+                 for p, g in zip(self.params, reference_grads, strict=True)]
+        return check_finite(float(loss), "reference loss"), terms
 
-    def _effects(self, candidates: list[EncodedExample]) -> list[float]:
-        """``reference_grad · Δθ`` for each candidate, from one batched backward pass."""
-        effects = torch.zeros(len(candidates), dtype=torch.float64, device=self.params[0].device)
-        sink = lambda i, grads: effects.add_(self.terms[i].effect(grads.reshape(len(candidates), -1),  # noqa: E731
-                                                                   max(1, self.block // len(candidates))))
+    def _effects(self, candidates: list[EncodedExample], term_sets: list[list[AdamWTerms]] | None = None
+                 ) -> list[list[float]]:
+        """``reference_grad · Δθ`` for each candidate against each set of terms (default: the engine's own), from
+        one batched backward pass."""
+        term_sets = term_sets or [self.terms]
+        device, block = self.params[0].device, max(1, self.block // len(candidates))
+        effects = [torch.zeros(len(candidates), dtype=torch.float64, device=device) for _ in term_sets]
+
+        def sink(i: int, grads: torch.Tensor) -> None:
+            for total, terms in zip(effects, term_sets, strict=True):
+                total.add_(terms[i].effect(grads.reshape(len(candidates), -1), block))
+
         with torch.enable_grad(), self.autocast, self.gradients.capture(len(candidates), sink):
             per_example_loss(self.model, collate(candidates, self.pad_id)).sum().backward()
-        return effects.tolist()
+        return [total.tolist() for total in effects]
 
     def _score(self, effect: float, index: int) -> InfluenceScore:
         after = check_finite(self.loss_before + effect, f"approximate loss after candidate {index}")
@@ -242,19 +257,30 @@ class FirstOrderInfluence(InfluenceEngine):
 
     def score(self, candidate: EncodedExample, index: int = 0) -> InfluenceScore:
         """Approximate one candidate's scores (``loss_after`` and ``loss_null_step`` are first-order too)."""
-        return self._score(self._effects([candidate])[0], index)
+        return self._score(self._effects([candidate])[0][0], index)
 
     def score_all(self, candidates: list[EncodedExample], progress: Progress | None = None) -> list[InfluenceScore]:
         """Score candidates ``candidate_batch_size`` at a time, batched by length; results in input order."""
+        effects = self.effects_against([self.terms], candidates, progress)[0]
+        return [self._score(effect, k) for k, effect in enumerate(effects)]
+
+    def effects_against(
+        self, term_sets: list[list[AdamWTerms]], candidates: list[EncodedExample], progress: Progress | None = None
+    ) -> list[list[float]]:
+        """Each candidate's ``reference_grad · Δθ`` (minus its influence) against every set of
+        :meth:`reference_terms`, from one pass over the candidates (``candidate_batch_size`` at a time, batched by
+        length, as :meth:`score_all`): against several reference sets at the cost of one, the same numbers as
+        separate engines. Results in input order, one list per term set."""
         order = sorted(range(len(candidates)), key=lambda k: len(candidates[k].input_ids))
-        scores: list[InfluenceScore | None] = [None] * len(candidates)
+        effects = [[0.0] * len(candidates) for _ in term_sets]
         for start in range(0, len(order), self.candidate_batch_size):
             batch = order[start : start + self.candidate_batch_size]
-            for k, effect in zip(batch, self._effects([candidates[k] for k in batch]), strict=True):
-                scores[k] = self._score(effect, k)
+            for per_set, values in zip(effects, self._effects([candidates[k] for k in batch], term_sets), strict=True):
+                for k, value in zip(batch, values, strict=True):
+                    per_set[k] = value
             if progress:
                 progress(min(start + len(batch), len(order)), len(candidates))
-        return scores
+        return effects
 
 
 METHODS = ("exact", "first_order")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import polars as pl
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from resources.examples import EncodedExample, collate, encode_pairs, per_example_loss
 from resources.generation import rate_logger
-from resources.influence import make_influence_engine
+from resources.influence import FirstOrderInfluence, make_influence_engine
 from resources.influence_cache import LOSS_COLUMN, SCORE_COLUMNS, InfluenceCache
 from resources.models import load_causal_lm
 from resources.training import (
@@ -75,6 +76,18 @@ def example_losses(
     return losses
 
 
+def pair_encoder(
+    tokenizer: PreTrainedTokenizerBase, max_length: int, truncation: str
+) -> Callable[[pl.DataFrame], list[EncodedExample]]:
+    """Encodes a table's (instruction, response) rows as training examples."""
+    def encode(table: pl.DataFrame) -> list[EncodedExample]:
+        return encode_pairs(
+            tokenizer, table["instruction"].to_list(), table["response"].to_list(), max_length, truncation
+        )
+
+    return encode
+
+
 def score_influence(
     warm_folder: str,
     reference: pl.DataFrame,
@@ -103,12 +116,7 @@ def score_influence(
     AdamW step at the warm-up learning rate vanishes in bfloat16; ``dtype`` only sets the first-order
     method's compute precision. ``candidate_batch_size``: first-order candidates per batched backward."""
     model, tokenizer, optimizer = load_training_state(warm_folder, device, torch.float32)
-
-    def encode(table: pl.DataFrame) -> list:
-        return encode_pairs(
-            tokenizer, table["instruction"].to_list(), table["response"].to_list(), max_length, truncation
-        )
-
+    encode = pair_encoder(tokenizer, max_length, truncation)
     candidate_loss = pl.Series(
         LOSS_COLUMN, example_losses(model, encode(candidates), tokenizer.pad_token_id, batch_size=1), pl.Float64
     )
@@ -159,3 +167,37 @@ def shard_candidates(candidates: pl.DataFrame, shards: int) -> list[pl.DataFrame
 def merge_shards(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """Concatenate shard results back into the original candidate order (deterministic)."""
     return pl.concat(parts).sort("order").drop("order")
+
+
+def first_order_influences(
+    warm_folder: str,
+    references: list[pl.DataFrame],
+    candidates: pl.DataFrame,
+    param_pattern: str | None,
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    log: Callable[[str], None],
+    chunk_size: int = 8,
+    reference_loss: str = "example_mean",
+    truncation: str = "left",
+    candidate_batch_size: int = 1,
+) -> list[list[float]]:
+    """First-order influence of every candidate against each reference set of ``references``, from one pass over
+    the candidates (:meth:`FirstOrderInfluence.effects_against`): the numbers one :func:`score_influence` per
+    set gives (same warm state, chunks and batches), at about the cost of one. No ``candidate_loss``, no cache."""
+    model, tokenizer, optimizer = load_training_state(warm_folder, device, torch.float32)
+    encode = pair_encoder(tokenizer, max_length, truncation)
+    engine = FirstOrderInfluence(model, optimizer, encode(references[0]), tokenizer.pad_token_id, batch_size,
+                                 param_pattern, reference_loss, candidate_batch_size, dtype)
+    term_sets = [engine.terms, *(engine.reference_terms(encode(reference))[1] for reference in references[1:])]
+    progress = rate_logger(log, f"influence against {len(references)} reference sets")
+    influences: list[list[float]] = [[] for _ in references]
+    for start in range(0, candidates.height, chunk_size):
+        chunk = encode(candidates.slice(start, chunk_size))
+        effects = engine.effects_against(term_sets, chunk, lambda done, _, at=start: progress(at + done,
+                                                                                               candidates.height))
+        for per_set, values in zip(influences, effects, strict=True):
+            per_set.extend(-value for value in values)
+    return influences

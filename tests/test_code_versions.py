@@ -26,7 +26,8 @@ RECEIVERS = {
 }
 SHARED_WITH_BASELINE = {("student_dataset", "num_prompts"), ("student_dataset", "seed_offset")}
 NOT_VERSIONED = {("influence", "shards"), ("influence", "chunk_size"), ("influence", "candidate_batch_size"),
-                 ("evaluation", "max_diversity_drop")}
+                 ("evaluation", "max_diversity_drop"), ("dpo", "activation_checkpointing"),
+                 ("evaluation", "activation_checkpointing")}  # memory and speed only: the same weights
 BASE = yaml.safe_load((PROFILE_DIR / "test.yaml").read_text())
 
 

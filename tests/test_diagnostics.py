@@ -47,6 +47,10 @@ def test_teacher_logprob_shift_is_zero_for_the_same_teacher_and_positive_after_l
     assert shift(str(tuned)) > 0.01
 
 
+def _scores_by_halves(first: pl.DataFrame, second: pl.DataFrame) -> list[list[float]]:
+    return [_scores_by_half(first), _scores_by_half(second)]
+
+
 def _scores_by_half(reference: pl.DataFrame) -> list[float]:
     """Five candidates scored against a reference half: a fixed ranking plus a part that depends on the half."""
     tilt = float(reference["weight"].sum())
@@ -55,13 +59,13 @@ def _scores_by_half(reference: pl.DataFrame) -> list[float]:
 
 def test_split_half_reliability_follows_how_much_the_ranking_depends_on_the_half() -> None:
     steady = pl.DataFrame({"weight": [0.0] * 8})
-    assert split_half_reliability(_scores_by_half, steady, seed=1) == {
+    assert split_half_reliability(_scores_by_halves, steady, seed=1) == {
         "split_half_spearman": pytest.approx(1.0), "split_half_reliability": pytest.approx(1.0)}
     uneven = pl.DataFrame({"weight": [0.0, 0.0, 0.0, 0.0, 5.0, 5.0, 5.0, 5.0]})
-    values = [split_half_reliability(_scores_by_half, uneven, seed=s)["split_half_spearman"] for s in range(10)]
+    values = [split_half_reliability(_scores_by_halves, uneven, seed=s)["split_half_spearman"] for s in range(10)]
     assert min(values) < 1.0, "halves with different weights rank the candidates differently"
     with pytest.raises(ValueError, match="at least 4 reference examples"):
-        split_half_reliability(_scores_by_half, steady.head(3), seed=1)
+        split_half_reliability(_scores_by_halves, steady.head(3), seed=1)
 
 
 def test_score_correlations_and_spearman() -> None:

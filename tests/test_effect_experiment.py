@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from dagster_project.experiment import SELF_INSTRUCT, SIGNALS, run_experiment
 from tests.conftest import write_profile
@@ -19,11 +19,13 @@ ARMS = (SELF_INSTRUCT, *SIGNALS)
 
 
 def tiny_profile(folder: Path, model_cache: Path) -> Path:
-    """The test profile on the math reference and held-out sets, raw-output pairs, plain final datasets."""
+    """The test profile on the math reference and held-out sets, raw-output pairs, plain final datasets, first-order
+    influence."""
     return write_profile(
         folder, model_cache,
         data={"reference_set": "data/reference_math.jsonl", "heldout_set": "data/heldout_math.jsonl"},
         pairs={"target": "raw_output"}, student_dataset={"order": "generated", "sample_weights": False},
+        influence={"method": "first_order"},  # as the effect profile
     )
 
 
@@ -76,6 +78,9 @@ def test_experiment_reports_every_arm_and_replicate_and_resumes_after_a_kill(
         seed = yaml.safe_load((out / "work").glob(f"*/r{replicate}/montessori/profile.yaml").__next__().read_text())
         assert seed["runtime"]["seed"] == 3 + replicate and seed["pairs"]["signal"] == "influence"
     assert records["montessori", 0]["warm_student"] != records["montessori", 1]["warm_student"]
+    warm_ups = instance.fetch_materializations(AssetKey("warm_student"), limit=100).records
+    reused = sorted(record.asset_materialization.metadata["reused"].value for record in warm_ups)
+    assert reused == [False, False, True, True, True, True], "one warm-up per replicate, reused by its other two runs"
     for (arm, _), record in records.items():  # diagnostics, measured while the checkpoints existed
         if arm in SIGNALS:
             assert record["teacher_logprob_shift"] != 0.0, "DPO moved the teacher"
@@ -84,6 +89,6 @@ def test_experiment_reports_every_arm_and_replicate_and_resumes_after_a_kill(
         assert signal <= set(record) if arm == "montessori" else not signal & set(record)
     assert "### Diagnostics per arm" in results_md
     influence_caches = list((out / "work" / "cache" / "influence_cache").iterdir())
-    assert len(influence_caches) == 6, "per replicate: the whole reference set (scored once, read back by the " \
-        "other arms) and the split-half diagnostic's two halves"
+    assert len(influence_caches) == 2, "per replicate: the whole reference set, scored once and read back by the " \
+        "other arms (the split-half diagnostic scores both halves in one pass, uncached)"
     assert not list((out / "work").glob("*/r*/checkpoints")), "checkpoints are removed once a replicate's data exist"

@@ -14,7 +14,7 @@ from resources.influence import ExactInfluence, make_influence_engine
 from resources.influence_cache import InfluenceCache
 from resources.models import load_causal_lm, resolve_model_source
 from resources.storage import TableStore
-from resources.student import score_with_cache, train_warm_student
+from resources.student import first_order_influences, score_influence, score_with_cache, train_warm_student
 from resources.training import warmup_sft
 from tests.helpers import warmup_config
 
@@ -223,3 +223,20 @@ def test_crash_mid_scoring_resumes_from_last_chunk(stage_inputs, tmp_path: Path)
     uninterrupted = score_with_cache(other_cache, candidates, print,
                                      **scoring)
     assert resumed.equals(uninterrupted)
+
+
+@pytest.mark.parametrize("candidate_batch_size", [1, 2])
+def test_one_pass_against_several_reference_sets_equals_one_scoring_per_set(
+    stage_inputs, candidate_batch_size: int  # noqa: ANN001
+) -> None:
+    """The split-half diagnostic scores both halves in one pass; its numbers must be those of two scorings."""
+    candidates, scoring = stage_inputs
+    reference = scoring.pop("reference")
+    halves = [reference.head(2), reference.tail(3)]
+    scoring |= {"method": "first_order", "chunk_size": 3, "candidate_batch_size": candidate_batch_size}
+    separate = [score_influence(reference=half, candidates=candidates, log=print, **scoring)["influence"].to_list()
+                for half in halves]
+    del scoring["method"]
+    together = first_order_influences(references=halves, candidates=candidates, log=print, **scoring)
+    assert together == separate
+    assert separate[0] != separate[1], "the halves give different scores: the test can tell them apart"
