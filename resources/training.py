@@ -242,7 +242,7 @@ def trainer_arguments(
     """The TRL config arguments shared by teacher DPO and student SFT: log every step, save nothing, no
     reporting or progress bars, CPU or bf16 from ``device`` and ``dtype``. ``activation_checkpointing`` is
     passed explicitly because TRL turns it on by default: it recomputes every layer's forward during backward,
-    trading compute for memory (same weights; on the embedded model's CPU runs about 20% slower)."""
+    trading compute for memory (the same weights; benchmarks/activation_checkpointing.py measures the cost)."""
     return {
         "output_dir": output_dir, "learning_rate": learning_rate, "num_train_epochs": epochs,
         "per_device_train_batch_size": batch_size, "max_length": max_length, "logging_steps": 1,
