@@ -6,7 +6,7 @@ import polars as pl
 from dagster import AssetKey, DagsterInstance, DataVersion, MetadataValue, Output
 from upath import UPath
 
-from resources.storage import frame_hash
+from resources.storage.tables import frame_hash
 
 
 def markdown_preview(df: pl.DataFrame, rows: int = 5, width: int = 60) -> str:

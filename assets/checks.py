@@ -16,10 +16,10 @@ from dagster import (
 from assets._output import recorded_path
 from assets.config import EvaluationSettings, GenerationBackend, Runtime, Stores, SynthesisSettings
 from assets.placement import on_gpu, round_key_path
-from resources.diversity import diversity_drop, diversity_stats
-from resources.generation import SamplingParams
-from resources.storage import MANIFEST_FILE, TableStore, folder_hash
-from resources.text import dedup_rouge_l_detailed
+from resources.evaluation.diversity import diversity_drop, diversity_stats
+from resources.generation.interface import SamplingParams
+from resources.storage.tables import MANIFEST_FILE, TableStore, folder_hash
+from resources.synthesis.text_filters import dedup_rouge_l_detailed
 
 REQUIRED_COLUMNS = {
     "synthetic_instructions": ["prompt_id", "prompt", "teacher_prompt", "raw_output", "instruction", "verdict", "kept",

@@ -18,14 +18,16 @@ import torch
 from dagster import Config, ConfigurableResource
 from pydantic import ConfigDict, Field
 
-from resources.accelerate_launch import AccelerateLaunch
-from resources.generation import Generator, SamplingParams, TransformersGenerator
+from resources.generation.interface import Generator, SamplingParams
+from resources.generation.transformers_backend import TransformersGenerator
+from resources.generation.vllm_backend import VLLMGenerator
 from resources.models import load_causal_lm, resolve_device, resolve_dtype, resolve_model_source
-from resources.retry import RetryPolicy
-from resources.storage import CheckpointStore, TableStore
-from resources.synthesis import SynthesisConfig
-from resources.training import DPOParams, LoraParams, SFTParams, WarmupConfig
-from resources.vllm_generation import VLLMGenerator
+from resources.storage.retry import RetryPolicy
+from resources.storage.tables import CheckpointStore, TableStore
+from resources.synthesis.synthesize import SynthesisConfig
+from resources.training.launch import AccelerateLaunch
+from resources.training.trl_trainers import DPOParams, LoraParams, SFTParams
+from resources.training.warmup import WarmupConfig
 
 STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
 

@@ -5,7 +5,7 @@ from dagster import Output, asset
 
 from assets._output import table_output
 from assets.config import ExampleSource
-from resources.datasets import load_examples
+from resources.storage.user_data import load_examples
 
 
 def _load(source: ExampleSource, columns: list[str]) -> Output[pl.DataFrame]:

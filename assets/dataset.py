@@ -18,7 +18,7 @@ from assets.config import (
 from assets.influence import score_candidates
 from assets.placement import on_gpu, round_key_path
 from assets.synthesis import synthesize_table, verdict_counts
-from resources.weighting import curriculum, sample_weights
+from resources.preference.weighting import curriculum, sample_weights
 
 UNTUNED = "untuned"
 

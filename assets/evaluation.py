@@ -9,11 +9,11 @@ from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataVa
 from assets._output import table_output
 from assets.config import EvaluationSettings, ModelSource, Runtime, Stores, TrainingLauncher
 from assets.placement import on_gpu, round_key_path
-from resources.diversity import diversity_stats, shared_texts
-from resources.evaluation import compare, evaluate_students
-from resources.judge import PairwiseJudge, judge_students
+from resources.evaluation.diversity import diversity_stats, shared_texts
+from resources.evaluation.judge import PairwiseJudge, judge_students
+from resources.evaluation.report import ReportPage, comparison_png, curve_png, histogram_png, markdown_table
+from resources.evaluation.student_sft import compare, evaluate_students
 from resources.models import load_causal_lm
-from resources.report import ReportPage, comparison_png, curve_png, histogram_png, markdown_table
 
 MONTESSORI, SELF_INSTRUCT = "montessori", "self_instruct"
 

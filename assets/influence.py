@@ -21,11 +21,12 @@ from dagster import (
 from assets._output import table_output
 from assets.config import InfluenceSettings, ModelSource, Runtime, Stores, WarmupSettings
 from assets.placement import gpu_op, on_gpu, round_key_path
-from resources.influence_cache import InfluenceCache
-from resources.pairs import positive_share
-from resources.storage import frame_hash
-from resources.student import first_order_influences, merge_shards, score_with_cache, shard_candidates, split_warmup
-from resources.warm_student_cache import warm_student_checkpoint
+from resources.influence.score_cache import InfluenceCache
+from resources.influence.scoring import first_order_influences, merge_shards, score_with_cache, shard_candidates
+from resources.preference.pairs import positive_share
+from resources.storage.tables import frame_hash
+from resources.training.warm_start import split_warmup
+from resources.training.warm_student_cache import warm_student_checkpoint
 
 
 def _split(warmup: WarmupSettings, runtime: Runtime, synthetic: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -91,7 +92,8 @@ def influence_against(
     warm_student: pl.DataFrame, references: list[pl.DataFrame], log: Callable[[str], None],
 ) -> list[list[float]]:
     """Each candidate's influence against each of ``references`` (one list per set, candidates in order): with
-    the first-order method from one pass over the candidates (:func:`resources.student.first_order_influences`),
+    the first-order method from one pass over the candidates 
+    (:func:`resources.influence.scoring.first_order_influences`),
     otherwise one :func:`score_candidates` per set. The same numbers either way."""
     if influence.method != "first_order":
         return [score_candidates(influence, runtime, stores, candidates, warm_student, reference, log)["influence"]

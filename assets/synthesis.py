@@ -9,10 +9,10 @@ from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Output, as
 from assets._output import table_output
 from assets.config import GenerationBackend, ModelSource, Runtime, Stores, SynthesisSettings
 from assets.placement import on_gpu, round_key_path
-from resources.generation import rate_logger
-from resources.generation_cache import ChunkedGeneration
-from resources.storage import folder_hash
-from resources.synthesis import few_shot_prompts, synthesize
+from resources.generation.chunk_cache import ChunkedGeneration
+from resources.generation.interface import rate_logger
+from resources.storage.tables import folder_hash
+from resources.synthesis.synthesize import few_shot_prompts, synthesize
 
 PREVIEW = ["prompt_id", "sample_index", "verdict", "instruction", "response"]
 ROUND_SEED_STEP = 100  # round n builds its prompts with seed + 100 (n - 1): new candidates each round

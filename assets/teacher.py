@@ -10,8 +10,8 @@ from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataVa
 from assets._output import table_output
 from assets.config import DPOSettings, ModelSource, PairSettings, Runtime, Stores, TrainingLauncher
 from assets.placement import on_gpu, round_key_path
-from resources.pairs import build_pairs, positive_share
-from resources.training import run_dpo
+from resources.preference.pairs import build_pairs, positive_share
+from resources.training.trl_trainers import run_dpo
 
 
 def build_preference_pairs(round_number: int, group: str) -> AssetsDefinition:

@@ -24,9 +24,9 @@ import polars as pl
 import torch
 
 from dagster_project.settings import load_settings
-from resources.evaluation import sft_student
+from resources.evaluation.student_sft import sft_student
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import train_dpo
+from resources.training.trl_trainers import train_dpo
 
 ROOT = Path(__file__).resolve().parent.parent
 

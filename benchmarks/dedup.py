@@ -1,4 +1,4 @@
-"""ROUGE-L near-duplicate removal: ``resources.text.dedup_rouge_l`` vs the pairwise rouge_score loop.
+"""ROUGE-L near-duplicate removal: ``resources.synthesis.text_filters.dedup_rouge_l`` vs the pairwise rouge_score loop.
 
 Run from the repository root: ``python benchmarks/dedup.py [--n 2000] [--threshold 0.7]``. The baseline
 is measured in full in the same run, decisions must be identical (exit status 1 otherwise), and the last
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from rouge_score import rouge_scorer
 
-from resources.text import dedup_rouge_l
+from resources.synthesis.text_filters import dedup_rouge_l
 
 FRAMES = [
     "{verb} {a} {n} {prep} {a2} {n2} for {who} {how}.",
@@ -133,7 +133,7 @@ def main() -> int:
     speedup = baseline_s / fast_s
     dropped = 1 - sum(fast) / args.n
     print(f"{args.n} instructions, {sum(fast)} kept ({dropped:.0%} dropped) at ROUGE-L > {args.threshold}")
-    print(f"rouge_score pairwise loop: {baseline_s:.2f} s; resources.text.dedup_rouge_l: {fast_s:.4f} s")
+    print(f"rouge_score pairwise loop: {baseline_s:.2f} s; text_filters.dedup_rouge_l: {fast_s:.4f} s")
     print(f"speedup {speedup:.0f}x; identical decisions: {identical}")
     result = {
         "speedup": round(speedup, 1), "identical": identical, "n": args.n,

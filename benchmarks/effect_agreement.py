@@ -29,9 +29,9 @@ import yaml
 from dagster_project.cli import ensure_dagster_home
 from dagster_project.experiment import materialize_upstream, profile_document
 from dagster_project.settings import Settings, load_settings, project_path
-from resources.diagnostics import spearman
-from resources.pairs import score_column
-from resources.storage import TableStore, publish_bytes
+from resources.experiment.diagnostics import spearman
+from resources.preference.pairs import score_column
+from resources.storage.tables import TableStore, publish_bytes
 
 TARGET = "preference_pairs"
 

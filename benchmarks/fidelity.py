@@ -27,12 +27,13 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from resources.diagnostics import spearman
-from resources.examples import chat_prompt, encode_pairs
-from resources.generation import SamplingParams, TransformersGenerator
-from resources.influence import ExactInfluence
+from resources.experiment.diagnostics import spearman
+from resources.generation.interface import SamplingParams
+from resources.generation.transformers_backend import TransformersGenerator
+from resources.influence.engines import ExactInfluence
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import WarmupConfig, warmup_sft
+from resources.training.encoding import chat_prompt, encode_pairs
+from resources.training.warmup import WarmupConfig, warmup_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 PEAK = 5e-6

@@ -15,9 +15,10 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from resources.examples import chat_prompt
-from resources.generation import SamplingParams, TransformersGenerator
+from resources.generation.interface import SamplingParams
+from resources.generation.transformers_backend import TransformersGenerator
 from resources.models import load_causal_lm, resolve_model_source
+from resources.training.encoding import chat_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,12 +23,12 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from resources.diagnostics import spearman
-from resources.examples import IGNORE_INDEX, collate, encode_pairs, per_example_loss
-from resources.influence import FirstOrderInfluence, InfluenceScore, make_influence_engine
-from resources.influence_baseline import paper_loop_influence
+from resources.experiment.diagnostics import spearman
+from resources.influence.engines import FirstOrderInfluence, InfluenceScore, make_influence_engine
+from resources.influence.paper_loop import paper_loop_influence
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import WarmupConfig, load_training_state, save_training_state, warmup_sft
+from resources.training.encoding import IGNORE_INDEX, collate, encode_pairs, per_example_loss
+from resources.training.warmup import WarmupConfig, load_training_state, save_training_state, warmup_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 LAST_LAYERS = r"layers\.(2[6-9])\."

@@ -1,6 +1,7 @@
 """Few-shot instruction sampling on the embedded model: each prompt copied n times before the prompt pass
 (``num_return_sequences``, the baseline) vs encoded once with its KV cache repeated (the pipeline's
-:func:`resources.generation.shared_prompt_inputs`), for the compact and the official synthesis prompts.
+:func:`resources.generation.transformers_backend.shared_prompt_inputs`), for the
+compact and the official synthesis prompts.
 
 Run: python benchmarks/shared_prompts.py [--prompts 8] [--samples 4] [--max-new-tokens 48]. Both ways run on
 the same prompts and seed in the same run and must give the same tokens; the last line is one JSON object.
@@ -17,9 +18,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from resources.generation import shared_prompt_inputs
+from resources.generation.transformers_backend import shared_prompt_inputs
 from resources.models import load_causal_lm, resolve_model_source
-from resources.synthesis import few_shot_prompts, teacher_prompt
+from resources.synthesis.synthesize import few_shot_prompts, teacher_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,9 +31,9 @@ from dagster_project.lineage import (
 )
 from dagster_project.settings import PROJECT_ROOT, SettingsError, load_settings
 from dagster_project.staleness import asset_status
-from resources.export import CardInfo, export_dataset, push_to_hub
-from resources.gc import delete_versions, plan_prune
-from resources.storage import TableStore
+from resources.storage.export import CardInfo, export_dataset, push_to_hub
+from resources.storage.prune import delete_versions, plan_prune
+from resources.storage.tables import TableStore
 
 INSTANCE_DEFAULTS = Path(__file__).parent / "instance.yaml"  # what `make ui` gives a new DAGSTER_HOME
 

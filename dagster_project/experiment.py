@@ -1,6 +1,6 @@
 """``montessori experiment``: does the influence-tuned teacher teach better? The controlled effect experiment.
 
-Arms (pre-registered in ``{out}/RESULTS.md``; :func:`resources.experiment.effect_preregistration`):
+Arms (pre-registered in ``{out}/RESULTS.md``; :func:`resources.experiment.effect_design.effect_preregistration`):
 ``montessori`` (teacher DPO on influence pairs), the controls ``dpo_random`` and ``dpo_student_loss`` (DPO on
 pairs from the random and the student-loss signal) and ``self_instruct`` (the untuned teacher). Replicate r
 runs the profile with ``runtime.seed`` = the profile's seed + r:
@@ -46,15 +46,22 @@ from dagster_project.cli import ensure_dagster_home, execute_pipeline, run_summa
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
 from dagster_project.settings import PROFILE_BLOCKS, DataSettings, Settings, load_settings, project_path
-from resources.datasets import load_examples
-from resources.diagnostics import TeacherLogprobShift, dpo_summary, score_correlations, split_half_reliability
-from resources.evaluation import equal_size, fine_tune, heldout_loss
-from resources.experiment import effect_preregistration, ensure_preregistered, write_report
-from resources.experiment_runner import Job, plan_jobs, run_jobs
+from resources.evaluation.student_sft import equal_size, fine_tune, heldout_loss
+from resources.experiment.diagnostics import (
+    TeacherLogprobShift,
+    dpo_summary,
+    score_correlations,
+    split_half_reliability,
+)
+from resources.experiment.effect_design import effect_preregistration
+from resources.experiment.on_task import on_task_share
+from resources.experiment.preregistration import ensure_preregistered
+from resources.experiment.results import write_report
+from resources.experiment.runner import Job, plan_jobs, run_jobs
 from resources.models import load_tokenizer
-from resources.on_task import on_task_share
-from resources.storage import TableStore, publish_bytes
-from resources.synthesis import few_shot_prompts
+from resources.storage.tables import TableStore, publish_bytes
+from resources.storage.user_data import load_examples
+from resources.synthesis.synthesize import few_shot_prompts
 
 TITLE = "Does the tuned teacher teach better? A controlled experiment"
 SELF_INSTRUCT = "self_instruct"

@@ -1,7 +1,7 @@
 """Dagster IO manager storing every table asset as an immutable, content-addressed Parquet file.
 
 Each materialization writes ``{tables}/{namespace}/{asset key}/{data_version}.parquet`` (through
-:class:`~resources.storage.TableStore`, atomically, never replacing a stored file; identical data keeps its path)
+:class:`~resources.storage.tables.TableStore`, atomically, never replacing a stored file; identical data keeps its path)
 and records the path as metadata. An input is read from the path recorded by the upstream asset's latest
 materialization, the one this run resolved, never from "whatever file is newest".
 """
@@ -13,7 +13,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 
 from assets._output import PATH_METADATA, recorded_path
 from assets.config import Stores
-from resources.storage import TableStore, frame_hash
+from resources.storage.tables import TableStore, frame_hash
 
 STAMPED_COLUMNS = ("teacher_version",)
 

@@ -8,7 +8,7 @@ from typing import Any
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, EventLogRecord
 from upath import UPath
 
-from resources.storage import TableStore
+from resources.storage.tables import TableStore
 
 INPUT_POINTER = "dagster/input_event_pointer/"
 INPUT_VERSION = "dagster/input_data_version/"

@@ -1,8 +1,10 @@
 """Readable runs: no third-party progress bars in the pipeline's output.
 
-The pipeline reports progress itself, one line per stage (:func:`resources.generation.rate_logger`: done/total,
+The pipeline reports progress itself, one line per stage
+(:func:`resources.generation.interface.rate_logger`: done/total,
 rate, ETA); the Hugging Face libraries' tqdm bars would otherwise fill the log with carriage-return redraws.
-Trainers are built with ``disable_tqdm=True`` (:func:`resources.training.trainer_arguments`) and vLLM is called
+Trainers are built with ``disable_tqdm=True`` 
+(:func:`resources.training.trl_trainers.trainer_arguments`) and vLLM is called
 with ``use_tqdm=False``; this module switches off the rest.
 """
 

@@ -12,9 +12,10 @@ import yaml
 from assets.config import DPOSettings, EvaluationSettings, LoraSettings, SynthesisSettings, WarmupSettings
 from dagster_project.cli import main
 from dagster_project.settings import PROFILE_DIR
-from resources.generation import SamplingParams
-from resources.synthesis import SynthesisConfig
-from resources.training import DPOParams, LoraParams, SFTParams, WarmupConfig
+from resources.generation.interface import SamplingParams
+from resources.synthesis.synthesize import SynthesisConfig
+from resources.training.trl_trainers import DPOParams, LoraParams, SFTParams
+from resources.training.warmup import WarmupConfig
 
 
 def write_profile(folder: Path, model_cache: Path, **overrides: dict) -> Path:

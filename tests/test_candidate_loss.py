@@ -8,13 +8,14 @@ import polars as pl
 import pytest
 import torch
 
-from resources.examples import collate, encode_pairs, per_example_loss
-from resources.influence_cache import InfluenceCache
+from resources.influence.score_cache import InfluenceCache
+from resources.influence.scoring import example_losses, score_with_cache
 from resources.models import resolve_model_source
-from resources.pairs import build_pairs
-from resources.storage import TableStore
-from resources.student import example_losses, score_with_cache, train_warm_student
-from resources.training import load_training_state
+from resources.preference.pairs import build_pairs
+from resources.storage.tables import TableStore
+from resources.training.encoding import collate, encode_pairs, per_example_loss
+from resources.training.warm_start import train_warm_student
+from resources.training.warmup import load_training_state
 from tests.helpers import warmup_config
 
 WARMUP = [("Name a color.", "Blue."), ("Say hello.", "Hello there!"), ("What do bees make?", "Honey.")]

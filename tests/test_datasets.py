@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from resources.datasets import DataError, load_examples
+from resources.storage.user_data import DataError, load_examples
 
 COLUMNS = ["id", "instruction", "response"]
 ROWS = [

@@ -10,16 +10,16 @@ import polars as pl
 import pytest
 import torch
 
-from resources.diagnostics import (
+from resources.experiment.diagnostics import (
     TeacherLogprobShift,
     dpo_summary,
     score_correlations,
     spearman,
     split_half_reliability,
 )
-from resources.examples import encode_pairs
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import teacher_completion
+from resources.training.encoding import encode_pairs
+from resources.training.trl_trainers import teacher_completion
 
 MESSAGES = ["Write one question about numbers.", "Write a short task about colours.", "Ask something about cats."]
 INSTRUCTIONS = ["How many legs do two cats have?", "Name three warm colours.", "Why do cats purr?"]

@@ -14,14 +14,19 @@ from matplotlib import image as mpimg
 from scipy.stats import ttest_rel
 
 from dagster_project.settings import project_path
-from resources.datasets import load_examples
-from resources.diversity import distinct_n, diversity_drop, diversity_stats, mean_pairwise_rouge_l
-from resources.evaluation import compare, equal_size, evaluate_students
-from resources.judge import PairwiseJudge
+from resources.evaluation.diversity import (
+    distinct_n,
+    diversity_drop,
+    diversity_stats,
+    mean_pairwise_rouge_l,
+)
+from resources.evaluation.judge import PairwiseJudge
+from resources.evaluation.report import PNG_SIGNATURE, ReportPage, comparison_png, curve_png, histogram_png
+from resources.evaluation.student_sft import compare, equal_size, evaluate_students
 from resources.models import load_causal_lm, resolve_model_source
-from resources.report import PNG_SIGNATURE, ReportPage, comparison_png, curve_png, histogram_png
-from resources.storage import frame_hash
-from resources.weighting import curriculum, sample_weights
+from resources.preference.weighting import curriculum, sample_weights
+from resources.storage.tables import frame_hash
+from resources.storage.user_data import load_examples
 from tests.helpers import sft_params
 
 HELDOUT = pl.DataFrame({

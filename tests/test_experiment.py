@@ -13,23 +13,15 @@ import pytest
 from scipy import stats
 
 from dagster_project.settings import project_path
-from resources.datasets import load_examples
-from resources.experiment import (
-    EFFECT_ARMS,
-    Criterion,
-    Metric,
-    PairedDifference,
-    detectable_effect,
-    effect_preregistration,
-    paired_difference,
-    read_preregistration,
-    summarize,
-    write_report,
-)
-from resources.experiment_runner import Job, plan_jobs, run_jobs, time_left
-from resources.on_task import is_on_task, on_task_share
-from resources.report import PNG_SIGNATURE
-from resources.text import pairwise_rouge_l
+from resources.evaluation.report import PNG_SIGNATURE
+from resources.experiment.effect_design import EFFECT_ARMS, effect_preregistration
+from resources.experiment.on_task import is_on_task, on_task_share
+from resources.experiment.preregistration import Criterion, read_preregistration
+from resources.experiment.results import write_report
+from resources.experiment.runner import Job, plan_jobs, run_jobs, time_left
+from resources.experiment.statistics import Metric, PairedDifference, detectable_effect, paired_difference, summarize
+from resources.storage.user_data import load_examples
+from resources.synthesis.text_filters import pairwise_rouge_l
 
 
 def test_summary_and_paired_difference_match_scipy() -> None:

@@ -10,9 +10,9 @@ import yaml
 from datasets import load_dataset, load_from_disk
 from huggingface_hub import DatasetCard
 
-import resources.export
-from resources.export import CardInfo, Provenance, export_dataset, read_card_provenance, size_category
-from resources.storage import content_version
+import resources.storage.export as export_module
+from resources.storage.export import CardInfo, Provenance, export_dataset, read_card_provenance, size_category
+from resources.storage.tables import content_version
 
 DATASET = pl.DataFrame({
     "instruction": ["Name a color.", "Add 2 and 3.", "Say hi."],
@@ -83,7 +83,7 @@ def test_a_failed_export_leaves_the_previous_one_whole(tmp_path: Path, monkeypat
     def broken_card(*args: object) -> str:
         raise RuntimeError("disk full (injected)")
 
-    monkeypatch.setattr(resources.export, "dataset_card", broken_card)
+    monkeypatch.setattr(export_module, "dataset_card", broken_card)
     with pytest.raises(RuntimeError, match="injected"):
         export_dataset(DATASET.head(1), target, PROVENANCE, CARD, format="hf", overwrite=True)
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == before

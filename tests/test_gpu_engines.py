@@ -13,10 +13,10 @@ import torch
 
 from dagster_project.resources import build_resources
 from dagster_project.settings import PROJECT_ROOT, load_settings
-from resources.accelerate_launch import AccelerateLaunch
-from resources.evaluation import fine_tune, heldout_loss
+from resources.evaluation.student_sft import fine_tune, heldout_loss
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import LoraParams, run_dpo
+from resources.training.launch import AccelerateLaunch
+from resources.training.trl_trainers import LoraParams, run_dpo
 from tests.helpers import PAIRS, dpo_params, sft_params, write_profile
 
 DDP_CONFIG = str(PROJECT_ROOT / "deploy" / "accelerate" / "ddp.yaml")

@@ -9,13 +9,14 @@ import polars as pl
 import pytest
 import torch
 
-from resources.examples import collate, encode_pairs, per_example_loss
-from resources.influence import ExactInfluence, make_influence_engine
-from resources.influence_cache import InfluenceCache
+from resources.influence.engines import ExactInfluence, make_influence_engine
+from resources.influence.score_cache import InfluenceCache
+from resources.influence.scoring import first_order_influences, score_influence, score_with_cache
 from resources.models import load_causal_lm, resolve_model_source
-from resources.storage import TableStore
-from resources.student import first_order_influences, score_influence, score_with_cache, train_warm_student
-from resources.training import warmup_sft
+from resources.storage.tables import TableStore
+from resources.training.encoding import collate, encode_pairs, per_example_loss
+from resources.training.warm_start import train_warm_student
+from resources.training.warmup import warmup_sft
 from tests.helpers import warmup_config
 
 REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),
@@ -154,8 +155,8 @@ def test_batched_first_order_equals_the_first_order_formula(warm, candidate_batc
 
 
 def test_exact_equals_the_paper_loop(warm, tmp_path: Path, model_cache: Path) -> None:  # noqa: ANN001
-    from resources.influence_baseline import paper_loop_influence
-    from resources.training import save_training_state
+    from resources.influence.paper_loop import paper_loop_influence
+    from resources.training.warmup import save_training_state
 
     model, optimizer, reference, candidates, pad_id = warm
     _, tokenizer = load_causal_lm(resolve_model_source("tiny-random:influence", model_cache))

@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 import torch
 
-from resources.examples import collate, encode_pairs, per_example_loss
-from resources.influence import ExactInfluence, make_influence_engine
+from resources.influence.engines import ExactInfluence, make_influence_engine
+from resources.influence.scoring import score_influence
 from resources.models import load_causal_lm, resolve_model_source
-from resources.student import score_influence
-from resources.training import load_training_state, save_training_state, warmup_sft
+from resources.training.encoding import collate, encode_pairs, per_example_loss
+from resources.training.warmup import load_training_state, save_training_state, warmup_sft
 from tests.helpers import warmup_config
 
 REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),

@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from resources.pairs import build_pairs, positive_share
-from resources.training import dpo_dataset
+from resources.preference.pairs import build_pairs, positive_share
+from resources.training.trl_trainers import dpo_dataset
 
 
 def scores(losses_after: list[float], prompt_ids: list[str]) -> pl.DataFrame:

@@ -16,10 +16,10 @@ import torch
 import yaml
 
 from dagster_project.settings import PROFILE_DIR
-from resources.datasets import load_examples
-from resources.evaluation import sft_student
+from resources.evaluation.student_sft import sft_student
 from resources.models import resolve_model_source
-from resources.synthesis import few_shot_prompts
+from resources.storage.user_data import load_examples
+from resources.synthesis.synthesize import few_shot_prompts
 from tests.helpers import run_json, sft_params
 
 TASKS = ["Name three fruits that are red.", "Explain why the sky looks blue.", "Write a haiku about snow.",

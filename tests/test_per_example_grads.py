@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from resources.examples import IGNORE_INDEX, EncodedExample, collate, encode_pairs, per_example_loss
+from resources.influence.per_example_grads import PerExampleGradients, UnsupportedModelError
 from resources.models import load_causal_lm, resolve_model_source
-from resources.per_example_grads import PerExampleGradients, UnsupportedModelError
+from resources.training.encoding import IGNORE_INDEX, EncodedExample, collate, encode_pairs, per_example_loss
 
 PAIRS = [("Name a fruit.", "Apple."), ("What is 3 plus 3?", "6"), ("xq zv", "zz zz zz zz"),
          ("Say goodbye to everyone you meet today.", "Goodbye!")]

@@ -10,7 +10,7 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from dagster_project.cli import main
 from dagster_project.lineage import find_materialization, lineage
-from resources.storage import TableStore
+from resources.storage.tables import TableStore
 
 ALL_ASSETS = [
     "seed_prompts", "reference_set", "heldout_set", "synthetic_instructions", "warm_student",

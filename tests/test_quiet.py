@@ -13,18 +13,13 @@ import pytest
 import torch
 import transformers.utils.logging
 
-from resources.generation import (
-    GenerationStats,
-    SamplingParams,
-    TransformersGenerator,
-    generated_lengths,
-    shared_prompt_inputs,
-)
-from resources.generation_cache import ChunkedGeneration
+from resources.generation.chunk_cache import ChunkedGeneration
+from resources.generation.interface import GenerationStats, SamplingParams
+from resources.generation.transformers_backend import TransformersGenerator, generated_lengths, shared_prompt_inputs
 from resources.models import load_causal_lm, resolve_model_source
 from resources.quiet import QUIET_ENVIRONMENT, silence_progress_bars
-from resources.storage import TableStore
-from resources.training import train_dpo
+from resources.storage.tables import TableStore
+from resources.training.trl_trainers import train_dpo
 from tests.helpers import dpo_params
 
 # tqdm's bar ("42%|####      |") and its rate suffix ("3.1it/s]", "12.5 examples/s]").

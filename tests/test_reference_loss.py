@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resources.examples import MeanLoss, encode_pairs
-from resources.influence import ExactInfluence, FirstOrderInfluence
+from resources.influence.engines import ExactInfluence, FirstOrderInfluence
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import warmup_sft
+from resources.training.encoding import MeanLoss, encode_pairs
+from resources.training.warmup import warmup_sft
 from tests.helpers import warmup_config
 
 MAX_LENGTH = 48
@@ -159,8 +159,9 @@ def test_stage_engines_thread_the_options(model_cache: Path, tmp_path: Path) -> 
     """train_warm_student and score_influence pass truncation and the definition to the engines."""
     import polars as pl
 
-    from resources.student import score_influence, train_warm_student
-    from resources.training import load_training_state
+    from resources.influence.scoring import score_influence
+    from resources.training.warm_start import train_warm_student
+    from resources.training.warmup import load_training_state
 
     table = lambda pairs: pl.DataFrame({"instruction": [p[0] for p in pairs], "response": [p[1] for p in pairs]})  # noqa: E731
     config = warmup_config(1e-3, batch_size=2, gradient_accumulation=2, schedule="ramp_then_hold", loss="token_mean")

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from upath import UPath
 
-from resources.gc import delete_versions, plan_prune
-from resources.storage import CheckpointStore, TableStore, content_version, publish_new_bytes
+from resources.storage.prune import delete_versions, plan_prune
+from resources.storage.tables import CheckpointStore, TableStore, content_version, publish_new_bytes
 from tests.reliability.test_faults import FaultyFileSystem, faulty_store  # noqa: F401 - a fixture
 
 FIRST = pl.DataFrame({"instruction": ["a", "b"], "response": ["x", "y"]})

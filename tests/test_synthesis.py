@@ -9,12 +9,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from resources.examples import chat_prompt
-from resources.generation import Progress, SamplingParams, TransformersGenerator
-from resources.generation_cache import ChunkedGeneration
+from resources.generation.chunk_cache import ChunkedGeneration
+from resources.generation.interface import Progress, SamplingParams
+from resources.generation.transformers_backend import TransformersGenerator
 from resources.models import load_causal_lm, load_tokenizer, resolve_model_source
-from resources.storage import TableStore
-from resources.synthesis import (
+from resources.storage.tables import TableStore
+from resources.synthesis.synthesize import (
     INSTRUCTION_PREFILL,
     CompactPrompts,
     OfficialPrompts,
@@ -24,6 +24,7 @@ from resources.synthesis import (
     synthesize,
     teacher_prompt,
 )
+from resources.training.encoding import chat_prompt
 from tests.helpers import synthesis_config
 
 SEEDS = pl.DataFrame({

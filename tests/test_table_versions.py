@@ -11,7 +11,7 @@ import polars as pl
 import yaml
 from datasets import load_from_disk
 
-from resources.export import read_card_provenance
+from resources.storage.export import read_card_provenance
 from tests.helpers import run_json, write_profile
 
 PROGRESS_BAR = re.compile(r"\d+%\|[^\n]*\||it/s\]")

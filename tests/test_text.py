@@ -1,4 +1,4 @@
-"""Parsing, filters and ROUGE-L dedup of ``resources.text`` on hand-written and generated cases."""
+"""Parsing, filters and ROUGE-L dedup of ``resources.synthesis.text_filters`` on hand-written and generated cases."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import random
 import pytest
 from rouge_score import rouge_scorer
 
-import resources.text as text_module
+import resources.synthesis.text_filters as text_module
 from benchmarks.dedup import make_instructions, naive
-from resources.text import (
+from resources.synthesis.text_filters import (
     DedupVerdict,
     dedup_rouge_l,
     dedup_rouge_l_detailed,

@@ -7,14 +7,10 @@ from pathlib import Path
 
 import torch
 
-from resources.examples import encode_pairs
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import (
-    load_training_state,
-    save_training_state,
-    train_dpo,
-    warmup_sft,
-)
+from resources.training.encoding import encode_pairs
+from resources.training.trl_trainers import train_dpo
+from resources.training.warmup import load_training_state, save_training_state, warmup_sft
 from tests.helpers import PAIRS, dpo_params, lora_params, warmup_config
 
 

@@ -9,7 +9,7 @@ import polars as pl
 from safetensors.torch import load_file, save_file
 
 from dagster_project.cli import main
-from resources.storage import CheckpointStore, PublishedCheckpoint
+from resources.storage.tables import CheckpointStore, PublishedCheckpoint
 from tests.helpers import run_json, write_profile
 
 UPSTREAM_OF_TEACHER = [

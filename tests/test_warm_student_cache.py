@@ -12,8 +12,8 @@ import torch
 from upath import UPath
 
 from resources.models import resolve_model_source
-from resources.storage import CheckpointStore, TableStore
-from resources.warm_student_cache import warm_student_checkpoint
+from resources.storage.tables import CheckpointStore, TableStore
+from resources.training.warm_student_cache import warm_student_checkpoint
 from tests.helpers import warmup_config
 
 ROWS = pl.DataFrame({"instruction": ["Name a color.", "Say hello.", "What do bees make?"],

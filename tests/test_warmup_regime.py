@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from resources.examples import collate, encode_pairs, per_example_loss
 from resources.models import load_causal_lm, resolve_model_source
-from resources.training import WarmupConfig, load_training_state, save_training_state, warmup_sft
+from resources.training.encoding import collate, encode_pairs, per_example_loss
+from resources.training.warmup import WarmupConfig, load_training_state, save_training_state, warmup_sft
 from tests.helpers import warmup_config
 
 PEAK = 5e-6

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resources.generation import SamplingParams
+from resources.generation.interface import SamplingParams
 from resources.models import resolve_model_source
 from tests.helpers import write_profile
 
@@ -28,7 +28,7 @@ VLLM_RUNTIME = {"device": "cuda", "generation_backend": "vllm", "gpu_memory_util
 
 
 def test_vllm_generator_samples_n_completions_reproducibly(model_cache: Path) -> None:
-    from resources.vllm_generation import VLLMGenerator
+    from resources.generation.vllm_backend import VLLMGenerator
 
     generator = VLLMGenerator(resolve_model_source(TEACHER, model_cache), "float32", gpu_memory_utilization=0.25)
     prompt = generator.tokenizer.apply_chat_template(

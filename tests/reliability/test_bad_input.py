@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from dagster_project.cli import main
-from resources.datasets import DataError, load_examples
 from resources.models import ModelSourceError, load_causal_lm, resolve_model_source
-from resources.training import warmup_sft
+from resources.storage.user_data import DataError, load_examples
+from resources.training.warmup import warmup_sft
 from tests.helpers import warmup_config, write_profile
 
 COLUMNS = ["id", "instruction", "response"]
@@ -70,7 +70,7 @@ def test_folder_without_a_model_names_setting_path_and_what_is_missing(tmp_path:
 
 
 def test_diverging_warmup_is_named(model_cache: Path) -> None:
-    from resources.examples import encode_pairs
+    from resources.training.encoding import encode_pairs
 
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:nan", model_cache))
     examples = encode_pairs(tokenizer, ["Say hi."] * 4, ["Hi."] * 4, 32)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from fsspec.implementations.local import LocalFileSystem
 
-from resources.generation import SamplingParams, TransformersGenerator, halving_on_oom
+from resources.generation.interface import SamplingParams
+from resources.generation.transformers_backend import TransformersGenerator, halving_on_oom
 from resources.models import load_causal_lm, resolve_model_source
-from resources.retry import RetryPolicy, StorageError, is_transient
-from resources.storage import CheckpointStore, TableStore
+from resources.storage.retry import RetryPolicy, StorageError, is_transient
+from resources.storage.tables import CheckpointStore, TableStore
 
 FAST = RetryPolicy(attempts=3, backoff_seconds=0.01)
 

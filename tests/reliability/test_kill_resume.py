@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.storage import TableStore, frame_hash
+from resources.storage.tables import TableStore, frame_hash
 from tests.helpers import write_profile
 
 CHUNKED = {"synthesis": {"num_prompts": 8, "chunk_size": 1}, "influence": {"chunk_size": 1, "shards": 1}}

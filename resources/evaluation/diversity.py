@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from resources.text import pairwise_rouge_l, rouge_tokens
+from resources.synthesis.text_filters import pairwise_rouge_l, rouge_tokens
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import polars as pl
 from upath import UPath
 
-from resources.generation import GenerationStats, Generator, Progress, SamplingParams
-from resources.storage import TableStore
+from resources.generation.interface import GenerationStats, Generator, Progress, SamplingParams
+from resources.storage.tables import TableStore
 
 
 class ChunkedGeneration:

@@ -25,9 +25,9 @@ import polars as pl
 import torch
 from scipy.stats import spearmanr
 
-from resources.examples import MeanLoss, encode_pairs
 from resources.models import load_causal_lm, load_tokenizer
-from resources.training import teacher_completion
+from resources.training.encoding import MeanLoss, encode_pairs
+from resources.training.trl_trainers import teacher_completion
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from resources.examples import chat_prompt
-from resources.generation import SamplingParams, TransformersGenerator
+from resources.generation.interface import SamplingParams
+from resources.generation.transformers_backend import TransformersGenerator
+from resources.training.encoding import chat_prompt
 
 QUESTION = (
     "Instruction:\n{instruction}\n\nResponse A:\n{first}\n\nResponse B:\n{second}\n\n"

@@ -1,7 +1,7 @@
 """Student evaluation engine: SFT the student on a dataset (TRL ``SFTTrainer``), measure its held-out loss,
 and compare two datasets over several seeds with their spread.
 
-The loss is the one used everywhere in the project (:func:`resources.examples.per_example_loss`: mean
+The loss is the one used everywhere in the project (:func:`resources.training.encoding.per_example_loss`: mean
 response-token cross-entropy of each chat-formatted example); perplexity is ``exp`` of its mean.
 """
 
@@ -21,11 +21,12 @@ import torch
 from scipy.stats import ttest_rel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
-from resources.accelerate_launch import AccelerateLaunch, process_device, serve, share_of_batch
-from resources.examples import MeanLoss, encode_pairs
-from resources.judge import student_answers
+from resources.evaluation.judge import student_answers
 from resources.models import load_causal_lm, resolve_dtype
-from resources.training import SFTParams, check_finite, save_policy, trainer_arguments
+from resources.training.encoding import MeanLoss, encode_pairs
+from resources.training.launch import AccelerateLaunch, process_device, serve, share_of_batch
+from resources.training.trl_trainers import SFTParams, save_policy, trainer_arguments
+from resources.training.warmup import check_finite
 
 
 def sft_records(rows: pl.DataFrame) -> list[dict[str, list[dict[str, str]]]]:

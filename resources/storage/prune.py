@@ -13,7 +13,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from resources.storage import MANIFEST_FILE, StoredVersion, is_local
+from resources.storage.tables import MANIFEST_FILE, StoredVersion, is_local
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any, Literal, TypedDict
 
 import polars as pl
 
-from resources.storage import content_version
+from resources.storage.tables import content_version
 
 ExportFormat = Literal["hf", "parquet", "jsonl"]
 FORMATS: tuple[str, ...] = ("hf", "parquet", "jsonl")
@@ -145,7 +145,7 @@ def dataset_card(df: pl.DataFrame, provenance: Provenance, card: CardInfo, forma
 
 def _front_matter_provenance(provenance: Provenance) -> dict[str, Any]:
     """The provenance for the front matter: everything but the settings text, which is named by its content
-    version (the name :meth:`~resources.storage.TableStore.store_settings` gives the same text)."""
+    version (the name :meth:`~resources.storage.tables.TableStore.store_settings` gives the same text)."""
     fields: dict[str, Any] = {k: v for k, v in provenance.items() if k != "settings_yaml"}
     if "settings_yaml" in provenance:
         fields["settings_version"] = content_version(_settings_text(provenance))

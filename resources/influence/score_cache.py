@@ -12,7 +12,7 @@ import json
 
 import polars as pl
 
-from resources.storage import TableStore, frame_hash
+from resources.storage.tables import TableStore, frame_hash
 
 SCORE_COLUMNS = ["loss_before", "loss_after", "loss_null_step", "influence"]
 LOSS_COLUMN = "candidate_loss"  # the warm student's own loss on the candidate

@@ -1,63 +1,20 @@
-"""Student-side stages: the warm-up split, warm-up training and influence scoring of candidates."""
+"""Influence scoring of candidates: encode them, score with an engine (exact or first-order), serve unchanged
+candidates from the score cache, and split/merge shards for one-pod-per-shard scale-out."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 
 import polars as pl
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from resources.examples import EncodedExample, collate, encode_pairs, per_example_loss
-from resources.generation import rate_logger
-from resources.influence import FirstOrderInfluence, make_influence_engine
-from resources.influence_cache import LOSS_COLUMN, SCORE_COLUMNS, InfluenceCache
-from resources.models import load_causal_lm
-from resources.training import (
-    WarmupConfig,
-    check_finite,
-    load_training_state,
-    save_training_state,
-    warmup_sft,
-)
-
-
-def split_warmup(kept: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split kept samples by synthesis prompt: whole prompts go to warm-up, the rest are candidates.
-
-    Splitting by prompt keeps every candidate prompt's samples together, so pairs can be formed."""
-    prompt_ids = sorted(kept["prompt_id"].unique().to_list())
-    if len(prompt_ids) < 2:
-        raise ValueError(f"need kept samples from at least 2 prompts to split warm-up/candidates, got {prompt_ids}")
-    random.Random(seed).shuffle(prompt_ids)
-    count = min(len(prompt_ids) - 1, max(1, round(fraction * len(prompt_ids))))
-    warm = kept.filter(pl.col("prompt_id").is_in(prompt_ids[:count]))
-    return warm, kept.filter(~pl.col("prompt_id").is_in(prompt_ids[:count]))
-
-
-def train_warm_student(
-    student_folder: str,
-    rows: pl.DataFrame,
-    config: WarmupConfig,
-    max_length: int,
-    output_folder: Path,
-    device: torch.device,
-    dtype: torch.dtype,
-    log: Callable[[str], None],
-    truncation: str = "left",
-) -> list[float]:
-    """Warm the student up on ``rows`` (instruction, response), encoded with ``truncation`` (see
-    :func:`resources.examples.encode_example`), and save model + optimizer state."""
-    model, tokenizer = load_causal_lm(student_folder, device, dtype)
-    examples = encode_pairs(
-        tokenizer, rows["instruction"].to_list(), rows["response"].to_list(), max_length, truncation
-    )
-    optimizer, losses = warmup_sft(model, examples, tokenizer.pad_token_id, config, log)
-    save_training_state(model, tokenizer, optimizer, output_folder)
-    return losses
+from resources.generation.interface import rate_logger
+from resources.influence.engines import FirstOrderInfluence, make_influence_engine
+from resources.influence.score_cache import LOSS_COLUMN, SCORE_COLUMNS, InfluenceCache
+from resources.training.encoding import EncodedExample, collate, encode_pairs, per_example_loss
+from resources.training.warmup import check_finite, load_training_state
 
 
 def example_losses(
@@ -107,7 +64,8 @@ def score_influence(
 ) -> pl.DataFrame:
     """Score every candidate's local influence on the ``reference_loss`` from the warm state, ``chunk_size``
     candidates at a time; ``on_chunk`` receives each finished chunk (e.g. to persist it). Reference pairs and
-    candidates are encoded with ``truncation`` (see :func:`resources.examples.encode_example`). Each row also gets
+    candidates are encoded with ``truncation`` (see :func:`resources.training.encoding.encode_example`).
+    Each row also gets
     ``candidate_loss``, the warm student's own loss on the candidate (before any influence step), the score of the
     ``student_loss`` preference signal; it is computed one candidate at a time, because in a padded batch the last
     bits depend on the batch's other rows and a resumed run must reproduce an uninterrupted run's table exactly.

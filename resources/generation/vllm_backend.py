@@ -1,5 +1,5 @@
-"""vLLM generation backend (the optional ``gpu`` extra): the :class:`~resources.generation.Generator` interface
-on a vLLM engine, for CUDA machines.
+"""vLLM generation backend (the optional ``gpu`` extra): the
+:class:`~resources.generation.interface.Generator` interface on a vLLM engine, for CUDA machines.
 
 vllm is imported only when a :class:`VLLMGenerator` is built, so this module imports fine on CPU. Prompts are
 tokenized with the folder's own tokenizer without special tokens (they are already chat-formatted, exactly as
@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from resources.generation import GenerationStats, Progress, SamplingParams
+from resources.generation.interface import GenerationStats, Progress, SamplingParams
 
 INSTALL_HINT = (
     "runtime.generation_backend is 'vllm' but vllm cannot be imported ({error}); install the GPU extra with "

@@ -28,7 +28,7 @@ from typing import Literal
 import polars as pl
 from upath import UPath
 
-from resources.retry import DEFAULT_POLICY, RetryPolicy, retrying
+from resources.storage.retry import DEFAULT_POLICY, RetryPolicy, retrying
 
 MANIFEST_FILE = "_MANIFEST.json"
 CONTENT_HASH_KEY = "content_hash"

@@ -12,7 +12,7 @@ import matplotlib
 import polars as pl
 from upath import UPath
 
-from resources.storage import publish_bytes
+from resources.storage.tables import publish_bytes
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402 - the backend must be chosen first

@@ -22,7 +22,7 @@ import torch
 from upath import UPath
 
 from resources.models import resolve_dtype
-from resources.storage import (
+from resources.storage.tables import (
     MANIFEST_FILE,
     CheckpointStore,
     PublishedCheckpoint,
@@ -32,8 +32,8 @@ from resources.storage import (
     publish_bytes,
     read_bytes,
 )
-from resources.student import train_warm_student
-from resources.training import WarmupConfig
+from resources.training.warm_start import train_warm_student
+from resources.training.warmup import WarmupConfig
 
 
 class WarmStudentCache:
@@ -67,8 +67,9 @@ def warm_student_checkpoint(
     device: torch.device, precision: str, cache_store: TableStore, checkpoints: CheckpointStore,
     log: Callable[[str], None],
 ) -> tuple[PublishedCheckpoint, list[float], bool]:
-    """The warm student of ``rows`` (:func:`resources.student.train_warm_student`) published in ``checkpoints``:
-    the checkpoint, the warm-up losses and whether an earlier warm-up with the same inputs was reused."""
+    """The warm student of ``rows`` (:func:`resources.training.warm_start.train_warm_student`) published in
+    ``checkpoints``: the checkpoint, the warm-up losses and whether an earlier warm-up with the same inputs was
+    reused."""
     inputs = [folder_hash(Path(student_folder)), frame_hash(rows), dataclasses.asdict(config), max_length, truncation,
               device.type, precision]
     cache = WarmStudentCache(cache_store, checkpoints, inputs)

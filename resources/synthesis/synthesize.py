@@ -14,15 +14,15 @@ Styles, i.e. how prompts are written and outputs parsed (:data:`STYLES`):
 - ``compact``: a short prompt whose assistant turn is prefilled with the opening tag, ``shots`` seed
   examples (default 3), the first pair or the text up to its end accepted; suits very small teachers.
 
-Filters (``SynthesisConfig.filters``): ``official`` (:func:`resources.text.official_filter`) or
-``self_instruct`` (:func:`resources.text.filter_verdict`).
+Filters (``SynthesisConfig.filters``): ``official`` (:func:`resources.synthesis.text_filters.official_filter`) or
+``self_instruct`` (:func:`resources.synthesis.text_filters.filter_verdict`).
 
 Official prompts depend on earlier output, so they are built and generated chunk by chunk: the prompts of
 chunk k (``chunk_size`` prompts) draw their generated examples from the instructions kept in chunks before
 k, as the reference code refreshes its pool once per generation batch, so a chunk generates as one batch.
 Chunk k is sampled with seed ``seed + start`` (exactly the seeds a single call would use) and its prompts
 with a random generator seeded by (prompt seed, prompt index). The run is therefore deterministic, and
-with a caching generator (:class:`resources.generation_cache.ChunkedGeneration`, whose files are keyed by
+with a caching generator (:class:`resources.generation.chunk_cache.ChunkedGeneration`, whose files are keyed by
 prompts) a resumed run reads chunks < k back, rebuilds the same pool and hence the same prompts for chunk
 k. Compact prompts do not depend on output and are generated in one call.
 """
@@ -39,15 +39,15 @@ from typing import ClassVar
 import polars as pl
 from transformers import PreTrainedTokenizerBase
 
-from resources.examples import chat_prompt
-from resources.generation import Generator, Progress, SamplingParams
-from resources.text import (
+from resources.generation.interface import Generator, Progress, SamplingParams
+from resources.synthesis.text_filters import (
     dedup_rouge_l_detailed,
     filter_verdict,
     official_filter,
     parse_instruction,
     parse_last_instruction,
 )
+from resources.training.encoding import chat_prompt
 
 INSTRUCTION_PREFILL = "<instruction>"
 SYNTHESIS_TEMPLATE = (

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from resources.examples import EncodedExample, collate, per_example_loss
-from resources.influence import InfluenceScore
-from resources.training import load_training_state
+from resources.influence.engines import InfluenceScore
+from resources.training.encoding import EncodedExample, collate, per_example_loss
+from resources.training.warmup import load_training_state
 
 
 def padded_reference_loss(

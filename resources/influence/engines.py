@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from resources.examples import EncodedExample, MeanLoss, collate, per_example_loss
-from resources.per_example_grads import PerExampleGradients, UnsupportedModelError
-from resources.training import check_finite
+from resources.influence.per_example_grads import PerExampleGradients, UnsupportedModelError
+from resources.training.encoding import EncodedExample, MeanLoss, collate, per_example_loss
+from resources.training.warmup import check_finite
 
 Progress = Callable[[int, int], None]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.storage import publish_bytes
+from resources.storage.tables import publish_bytes
 
 RESERVED = ("arm", "replicate", "key", "seconds")
 

@@ -1,0 +1,40 @@
+"""The effect experiment's design: its arms and its pre-registered hypotheses H1-H4."""
+
+from __future__ import annotations
+
+from resources.experiment.preregistration import Criterion, Hypothesis, Preregistration
+from resources.experiment.statistics import Metric
+
+EFFECT_ARMS = ("self_instruct", "dpo_random", "dpo_student_loss", "montessori")
+GENERAL_LOSS_MARGIN = 0.05  # nats per answer token, about 5% perplexity
+
+
+def effect_preregistration(replicates: int = 5) -> Preregistration:
+    """The effect experiment's design and criteria: does the influence-tuned teacher teach the task better
+    than the untuned teacher, and is it the influence signal (not DPO as such, not the student's own loss)?"""
+    metrics = (
+        Metric("task_loss", "the student's mean answer-token loss on the task's held-out set "
+               "(data/heldout_math.jsonl) after SFT on the arm's final dataset", "lower"),
+        Metric("general_loss", "the same student's loss on the general held-out set (data/heldout_set.jsonl)",
+               "lower"),
+        Metric("on_task_share", "share of the arm's final instructions that resources.on_task counts as "
+               "arithmetic problems (numbers plus a computation cue)", "higher"),
+    )
+    hypotheses = (
+        Hypothesis("H1", "the influence-tuned teacher's data teaches the task better than the untuned teacher's",
+                   (Criterion("task_loss", "self_instruct"),)),
+        Hypothesis("H2", "the gain comes from the influence signal: it beats DPO on random pairs and DPO on "
+                   "student-loss pairs", (Criterion("task_loss", "dpo_random"),
+                                          Criterion("task_loss", "dpo_student_loss"))),
+        Hypothesis("H3", "the tuned teacher writes more on-task instructions than the untuned teacher and than "
+                   "DPO on random pairs", (Criterion("on_task_share", "self_instruct"),
+                                           Criterion("on_task_share", "dpo_random"))),
+        Hypothesis("H4", f"general ability is not harmed: the general held-out loss is at most "
+                   f"{GENERAL_LOSS_MARGIN} nats above the untuned teacher's (about 5% perplexity)",
+                   (Criterion("general_loss", "self_instruct", "not_worse", GENERAL_LOSS_MARGIN),)),
+    )
+    notes = (
+        "H1 is the primary question; H2-H4 are secondary and each is read on its own (no correction across "
+        "hypotheses). A hypothesis that is not supported is reported as such, whatever the point estimates say.",
+    )
+    return Preregistration("montessori", EFFECT_ARMS[:-1], metrics, hypotheses, replicates, 0.95, notes)

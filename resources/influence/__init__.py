@@ -1,0 +1,9 @@
+"""Local data influence of a candidate on the student's reference loss.
+
+- :mod:`~resources.influence.engines` - ``ExactInfluence`` and ``FirstOrderInfluence`` (one AdamW step
+  from the warm state)
+- :mod:`~resources.influence.per_example_grads` - per-example gradients from one batched backward pass
+- :mod:`~resources.influence.scoring` - score candidates with an engine, the cache, shards and their merge
+- :mod:`~resources.influence.score_cache` - scores keyed by student, reference set and method: never scored twice
+- :mod:`~resources.influence.paper_loop` - the authors' reload-step-measure loop, kept as the benchmarks' baseline
+"""

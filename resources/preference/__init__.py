@@ -1,0 +1,5 @@
+"""From a per-candidate signal to what the teacher learns from.
+
+- :mod:`~resources.preference.pairs` - signals (influence, student loss, random) and per-prompt chosen/rejected pairs
+- :mod:`~resources.preference.weighting` - influence-derived sample weights and curriculum order
+"""
