@@ -13,8 +13,8 @@ from dagster import (
     asset_check,
 )
 
-from assets._output import recorded_path
 from assets.config import EvaluationSettings, GenerationBackend, Runtime, Stores, SynthesisSettings
+from assets.output import recorded_path
 from assets.placement import on_gpu, round_key_path
 from resources.evaluation.diversity import diversity_drop, diversity_stats
 from resources.generation.interface import SamplingParams

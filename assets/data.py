@@ -3,8 +3,8 @@
 import polars as pl
 from dagster import Output, asset
 
-from assets._output import table_output
 from assets.config import ExampleSource
+from assets.output import table_output
 from resources.storage.user_data import load_examples
 
 

@@ -4,7 +4,6 @@ Self-Instruct baseline from the same prompts."""
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Output, asset
 
-from assets._output import table_output
 from assets.config import (
     FinalPromptSettings,
     GenerationBackend,
@@ -16,6 +15,7 @@ from assets.config import (
     SynthesisSettings,
 )
 from assets.influence import score_candidates
+from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from assets.synthesis import synthesize_table, verdict_counts
 from resources.preference.weighting import curriculum, sample_weights

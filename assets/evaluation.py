@@ -6,16 +6,14 @@ import json
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
 
-from assets._output import table_output
 from assets.config import EvaluationSettings, ModelSource, Runtime, Stores, TrainingLauncher
+from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from resources.evaluation.diversity import diversity_stats, shared_texts
 from resources.evaluation.judge import PairwiseJudge, judge_students
 from resources.evaluation.report import ReportPage, comparison_png, curve_png, histogram_png, markdown_table
-from resources.evaluation.student_sft import compare, evaluate_students
+from resources.evaluation.student_sft import MONTESSORI, SELF_INSTRUCT, compare, evaluate_students
 from resources.models import load_causal_lm
-
-MONTESSORI, SELF_INSTRUCT = "montessori", "self_instruct"
 
 
 @asset(group_name="evaluation", kinds={"pytorch", "parquet"}, **on_gpu("student_evaluation"))

@@ -18,8 +18,8 @@ from dagster import (
     op,
 )
 
-from assets._output import table_output
 from assets.config import InfluenceSettings, ModelSource, Runtime, Stores, WarmupSettings
+from assets.output import table_output
 from assets.placement import gpu_op, on_gpu, round_key_path
 from resources.influence.score_cache import InfluenceCache
 from resources.influence.scoring import first_order_influences, merge_shards, score_with_cache, shard_candidates
@@ -44,12 +44,12 @@ def build_warm_student(round_number: int, group: str) -> AssetsDefinition:
         student: ModelSource, synthetic_instructions: pl.DataFrame,
     ) -> Output[pl.DataFrame]:
         """The student after warm-up SFT, with its AdamW state, as a checkpoint manifest (a warm-up with the same
-        inputs published earlier in this checkpoint store is reused: :mod:`resources.warm_student_cache`)."""
+        inputs published earlier in this checkpoint store is reused: :mod:`resources.training.warm_student_cache`)."""
         warm, _ = _split(warmup, runtime, synthetic_instructions)
         runtime.prepare_torch()
         base = student.folder()
         published, losses, reused = warm_student_checkpoint(
-            base, warm, warmup.config(runtime.seed), warmup.max_length, warmup.truncation, runtime.torch_device,
+            base, warm, warmup.params(runtime.seed), warmup.max_length, warmup.truncation, runtime.torch_device,
             runtime.precision, stores.cache_store(), stores.checkpoint_store(), context.log.info,
         )
         version = published.content_hash[:16]
@@ -74,11 +74,8 @@ def score_candidates(
     method_params = influence.versioned_config()  # sharding and chunking do not change a score
     cache = InfluenceCache(stores.cache_store(), student_version, frame_hash(reference_set), method_params)
     scores = score_with_cache(
-        cache, candidates, log, warm_folder=stores.checkpoint_store().local_folder(warm_student["uri"][0]),
-        reference=reference_set, method=influence.method, param_pattern=influence.param_pattern,
-        batch_size=influence.reference_batch_size, max_length=influence.max_length, device=runtime.torch_device,
-        dtype=runtime.dtype, chunk_size=influence.chunk_size, reference_loss=influence.reference_loss,
-        truncation=influence.truncation, candidate_batch_size=influence.candidate_batch_size,
+        cache, stores.checkpoint_store().local_folder(warm_student["uri"][0]), reference_set, candidates,
+        influence.params(), runtime.torch_device, runtime.dtype, log,
     )
     return scores.with_columns(
         method=pl.lit(influence.method),
@@ -92,7 +89,7 @@ def influence_against(
     warm_student: pl.DataFrame, references: list[pl.DataFrame], log: Callable[[str], None],
 ) -> list[list[float]]:
     """Each candidate's influence against each of ``references`` (one list per set, candidates in order): with
-    the first-order method from one pass over the candidates 
+    the first-order method from one pass over the candidates
     (:func:`resources.influence.scoring.first_order_influences`),
     otherwise one :func:`score_candidates` per set. The same numbers either way."""
     if influence.method != "first_order":
@@ -101,9 +98,7 @@ def influence_against(
     runtime.prepare_torch()
     return first_order_influences(
         stores.checkpoint_store().local_folder(warm_student["uri"][0]), references, candidates,
-        influence.param_pattern, influence.reference_batch_size, influence.max_length, runtime.torch_device,
-        runtime.dtype, log, influence.chunk_size, influence.reference_loss, influence.truncation,
-        influence.candidate_batch_size,
+        influence.params(), runtime.torch_device, runtime.dtype, log,
     )
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Output, asset
 
-from assets._output import table_output
 from assets.config import GenerationBackend, ModelSource, Runtime, Stores, SynthesisSettings
+from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from resources.generation.chunk_cache import ChunkedGeneration
 from resources.generation.interface import rate_logger
@@ -38,7 +38,7 @@ def synthesize_table(
     existing = [] if synthesis.style == "official" else seeds["instruction"].to_list()  # official: shown examples
     log(f"synthesis: {len(prompts)} prompts x {synthesis.samples_per_prompt} samples with {teacher_folder}")
     table = synthesize(
-        chunked, chunked.tokenizer, prompts, synthesis.config(seed), existing, log,
+        chunked, chunked.tokenizer, prompts, synthesis.params(seed), existing, log,
         lambda label: rate_logger(log, f"generating {label}"),
     )
     return table, chunked.stats.metadata()

@@ -7,8 +7,8 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
 
-from assets._output import table_output
 from assets.config import DPOSettings, ModelSource, PairSettings, Runtime, Stores, TrainingLauncher
+from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from resources.preference.pairs import build_pairs, positive_share
 from resources.training.trl_trainers import run_dpo

@@ -26,9 +26,10 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from assets.config import resolve_path
 from dagster_project.cli import ensure_dagster_home
-from dagster_project.experiment import materialize_upstream, profile_document
-from dagster_project.settings import Settings, load_settings, project_path
+from dagster_project.experiment import materialize_upstream
+from dagster_project.settings import Settings, load_settings
 from resources.experiment.diagnostics import spearman
 from resources.preference.pairs import score_column
 from resources.storage.tables import TableStore, publish_bytes
@@ -101,7 +102,7 @@ def main() -> int:
     args = parser.parse_args()
     ensure_dagster_home()
     settings = load_settings(args.profile)
-    document, out = profile_document(settings), Path(project_path(args.out))
+    document, out = settings.document(), Path(resolve_path(args.out))
     results = [replicate_agreement(settings, document, replicate, out) for replicate in args.replicates]
     pairs = sum(r["pairs"] for r in results)
     kept = sum(r["pairs"] * r["pair_direction_agreement"] for r in results)

@@ -33,14 +33,14 @@ from resources.generation.transformers_backend import TransformersGenerator
 from resources.influence.engines import ExactInfluence
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training.encoding import chat_prompt, encode_pairs
-from resources.training.warmup import WarmupConfig, warmup_sft
+from resources.training.warmup import WarmupParams, warmup_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 PEAK = 5e-6
 REGIMES = {
-    "official": (WarmupConfig(PEAK, epochs=1, batch_size=2, weight_decay=0.0, seed=0, gradient_accumulation=16,
+    "official": (WarmupParams(PEAK, epochs=1, batch_size=2, weight_decay=0.0, seed=0, gradient_accumulation=16,
                               schedule="ramp_then_hold", loss="token_mean"), "right", 1024),
-    "today": (WarmupConfig(PEAK, epochs=1, batch_size=2, weight_decay=0.0, seed=0, gradient_accumulation=1,
+    "today": (WarmupParams(PEAK, epochs=1, batch_size=2, weight_decay=0.0, seed=0, gradient_accumulation=1,
                            schedule="constant", loss="example_mean"), "left", 256),
 }
 DEFINITIONS = ("batch_token_mean", "example_mean")

@@ -28,7 +28,7 @@ from resources.influence.engines import FirstOrderInfluence, InfluenceScore, mak
 from resources.influence.paper_loop import paper_loop_influence
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training.encoding import IGNORE_INDEX, collate, encode_pairs, per_example_loss
-from resources.training.warmup import WarmupConfig, load_training_state, save_training_state, warmup_sft
+from resources.training.warmup import WarmupParams, load_training_state, save_training_state, warmup_sft
 
 ROOT = Path(__file__).resolve().parent.parent
 LAST_LAYERS = r"layers\.(2[6-9])\."
@@ -41,7 +41,7 @@ METHODS = {  # name: (method, param_pattern, candidate_batch_size)
 }
 
 
-WARMUP = WarmupConfig(5e-6, epochs=1, batch_size=2, weight_decay=0.0, seed=0, gradient_accumulation=1,
+WARMUP = WarmupParams(5e-6, epochs=1, batch_size=2, weight_decay=0.0, seed=0, gradient_accumulation=1,
                       schedule="constant", loss="example_mean")
 
 

@@ -6,21 +6,17 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
 from dagster import (
     AssetKey,
     AssetSelection,
     DagsterInstance,
     Definitions,
-    JobExecutionResult,
-    build_reconstructable_job,
-    execute_job,
 )
 
-from dagster_project.definitions import build_definitions, pipeline_job, prepare_process
+from dagster_project.definitions import build_definitions, prepare_process
+from dagster_project.experiment import add_experiment_command
 from dagster_project.lineage import (
     export_provenance,
     file_stamp,
@@ -29,51 +25,12 @@ from dagster_project.lineage import (
     protected_paths,
     versions,
 )
-from dagster_project.settings import PROJECT_ROOT, SettingsError, load_settings
+from dagster_project.runs import ensure_dagster_home, execute_pipeline, run_summary
+from dagster_project.settings import SettingsError, load_settings
 from dagster_project.staleness import asset_status
 from resources.storage.export import CardInfo, export_dataset, push_to_hub
 from resources.storage.prune import delete_versions, plan_prune
 from resources.storage.tables import TableStore
-
-INSTANCE_DEFAULTS = Path(__file__).parent / "instance.yaml"  # what `make ui` gives a new DAGSTER_HOME
-
-
-def ensure_dagster_home() -> Path:
-    """Use ``DAGSTER_HOME`` (default: ``.dagster_home`` in the project) so the UI sees CLI runs."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()  # SQLite storage in DAGSTER_HOME, Dagster's default (make ui adds the UI defaults)
-    return home
-
-
-# Metadata worth repeating after the summary table: the evaluation's verdict and where the report is.
-HEADLINE_METADATA = ("comparison", "report_path")
-
-
-def run_summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:  # noqa: ANN001
-    """Per materialized asset of a finished run: its table's path, rows, seconds and headline metadata."""
-    stats = instance.get_run_step_stats(result.run_id)
-
-    def seconds(step_key: str) -> float | None:
-        """Wall time of an asset's steps (a graph-backed asset has several, e.g. influence shards)."""
-        node = step_key.split(".")[0]
-        own = [s for s in stats if s.step_key == node or s.step_key.startswith(f"{node}.")]
-        if not own:
-            return None
-        return round(max(s.end_time or 0 for s in own) - min(s.start_time or 0 for s in own), 1)
-
-    summary = {}
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        name = materialization.asset_key.to_user_string()
-        metadata = materialization.metadata
-        summary[name] = {
-            "path": metadata["path"].value if "path" in metadata else None,
-            "rows": metadata["dagster/row_count"].value if "dagster/row_count" in metadata else None,
-            "seconds": seconds(event.step_key),
-            **{key: metadata[key].value for key in HEADLINE_METADATA if key in metadata},
-        }
-    return summary
 
 
 def _print_table(summary: dict[str, dict[str, object]]) -> None:
@@ -129,21 +86,6 @@ def audit(args: argparse.Namespace) -> int:
             print(f"file {args.target}: " + ", ".join(f"{k}={v}" for k, v in stamp.items()))
         _print_lineage(tree)
     return 0
-
-
-def execute_pipeline(
-    profile: str, selection: Sequence[AssetKey] | None, instance: DagsterInstance,
-    tags: Mapping[str, str] | None = None,
-) -> JobExecutionResult:
-    """Materialize ``selection`` (None: every asset) of ``profile`` in ``instance``, through a reconstructable
-    pointer so that every worker process (multiprocess executor) rebuilds exactly this profile's job."""
-    return execute_job(
-        build_reconstructable_job("dagster_project.definitions", pipeline_job.__name__, (profile,)),
-        instance=instance,
-        asset_selection=selection,
-        tags={"montessori/profile": profile, **(tags or {})},
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -271,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--push-to-hub", default=None, metavar="REPO",
                                help="also push to this Hub dataset repo (needs HF_TOKEN or a saved login)")
     export_parser.set_defaults(handler=export_command)
-    from dagster_project.experiment import add_experiment_command  # it runs pipelines through this module
-
     add_experiment_command(commands)
     args = parser.parse_args(argv)
     prepare_process()

@@ -41,11 +41,12 @@ import polars as pl
 import yaml
 from dagster import AssetSelection, DagsterInstance
 
+from assets.config import DataSettings, resolve_path
 from assets.influence import influence_against
-from dagster_project.cli import ensure_dagster_home, execute_pipeline, run_summary
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
-from dagster_project.settings import PROFILE_BLOCKS, DataSettings, Settings, load_settings, project_path
+from dagster_project.runs import ensure_dagster_home, execute_pipeline, run_summary
+from dagster_project.settings import load_settings
 from resources.evaluation.student_sft import equal_size, fine_tune, heldout_loss
 from resources.experiment.diagnostics import (
     TeacherLogprobShift,
@@ -53,7 +54,7 @@ from resources.experiment.diagnostics import (
     score_correlations,
     split_half_reliability,
 )
-from resources.experiment.effect_design import effect_preregistration
+from resources.experiment.effect_design import SELF_INSTRUCT, SIGNALS, effect_preregistration
 from resources.experiment.on_task import on_task_share
 from resources.experiment.preregistration import ensure_preregistered
 from resources.experiment.results import write_report
@@ -64,22 +65,14 @@ from resources.storage.user_data import load_examples
 from resources.synthesis.synthesize import few_shot_prompts
 
 TITLE = "Does the tuned teacher teach better? A controlled experiment"
-SELF_INSTRUCT = "self_instruct"
-SIGNALS = {"dpo_random": "random", "dpo_student_loss": "student_loss", "montessori": "influence"}
 GENERAL_HELDOUT = DataSettings().heldout_set
 DESIGN_VERSION = "2"  # bump when the procedure below changes: results stored under another design are redone
 DIAGNOSTICS = ("teacher_logprob_shift", "dpo_last_epoch_margin", "dpo_last_epoch_accuracy", "split_half_reliability",
                "influence_vs_response_tokens", "influence_vs_own_loss")
 # settings that change memory and speed, not results: left out of the design key, so turning them on or off
-# does not redo stored results (tests/test_training.py checks the weights are the same)
+# does not redo stored results (tests/engines/training/test_training.py checks the weights are the same)
 SPEED_ONLY = {"dpo": {"activation_checkpointing"}, "evaluation": {"activation_checkpointing"}}
 DETAILS = ("signal", "pairs", "identical_to_untuned", "dataset_rows", "train_rows", *DIAGNOSTICS)
-
-
-def profile_document(settings: Settings) -> dict:
-    """Every setting of ``settings`` as a plain profile mapping (loads back to the same settings)."""
-    return {"name": settings.name, "rounds": settings.rounds,
-            **{block: getattr(settings, block).model_dump(mode="json") for block in PROFILE_BLOCKS}}
 
 
 def materialize_upstream(
@@ -108,18 +101,18 @@ class EffectExperiment:
 
     def __init__(self, profile: str, out: Path, log: Callable[[str], None] = print) -> None:
         self.settings = load_settings(profile)
-        self.document = profile_document(self.settings)
+        self.document = self.settings.document()
         design = {block: {name: setting for name, setting in value.items() if name not in SPEED_ONLY.get(block, ())}
                   if isinstance(value, dict) else value
                   for block, value in self.document.items() if block != "storage"}  # storage: set per run
         self.key = hashlib.sha256(json.dumps([DESIGN_VERSION, design], sort_keys=True).encode()).hexdigest()[:12]
-        self.out, self.log = Path(project_path(str(out))), log
+        self.out, self.log = Path(resolve_path(str(out))), log
         self.work = self.out / "work" / self.key
         resources = build_resources(self.settings)
         self.runtime, self.launcher = resources["runtime"], resources["launcher"]
         self.teacher, self.student = resources["teacher"], resources["student"]
         data = self.settings.data
-        self.heldout = {metric: load_examples(project_path(path), ["id", "instruction", "response"],
+        self.heldout = {metric: load_examples(resolve_path(path), ["id", "instruction", "response"],
                                               data.max_instruction_chars)
                         for metric, path in (("task_loss", data.heldout_set), ("general_loss", GENERAL_HELDOUT))}
         self._shifts: dict[int, TeacherLogprobShift | None] = {}  # the current replicate's
@@ -292,7 +285,7 @@ def run_experiment(profile: str, replicates: int, out: Path, log: Callable[[str]
 
 def experiment_command(args: argparse.Namespace) -> int:
     """The ``montessori experiment`` command."""
-    out = Path(project_path(args.out))
+    out = Path(resolve_path(args.out))
     analysis = run_experiment(args.profile, args.replicates, out)
     for hypothesis in analysis["hypotheses"]:
         print(f"{hypothesis['name']}: {hypothesis['verdict']} ({hypothesis['claim']})")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import polars as pl
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from assets._output import PATH_METADATA, recorded_path
 from assets.config import Stores
+from assets.output import PATH_METADATA, recorded_path
 from resources.storage.tables import TableStore, frame_hash
 
 STAMPED_COLUMNS = ("teacher_version",)
@@ -38,7 +38,7 @@ class ParquetIOManager(ConfigurableIOManager):
         for column in STAMPED_COLUMNS:
             if column in obj.columns:
                 metadata[column] = ",".join(sorted(obj[column].drop_nulls().unique().to_list()))
-        declared = context.output_metadata.get("data_version")  # set by assets._output.table_output
+        declared = context.output_metadata.get("data_version")  # set by assets.output.table_output
         version = str(getattr(declared, "value", declared) or frame_hash(obj)[:16])
         written = store.write_version(obj, self.stores.namespace, context.asset_key.path, version, metadata)
         if written.status == "kept_existing":

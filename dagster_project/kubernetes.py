@@ -12,8 +12,9 @@ from collections.abc import Iterable
 
 from dagster import AssetChecksDefinition, AssetsDefinition, ExecutorDefinition, GraphDefinition, OpDefinition
 
+from assets.config import KubernetesSettings
 from assets.placement import ACCELERATOR_TAG, STAGE_TAG
-from dagster_project.settings import KubernetesSettings, Settings
+from dagster_project.settings import Settings
 
 
 def gpu_ops(stages: Iterable[AssetsDefinition | AssetChecksDefinition]) -> dict[str, str]:

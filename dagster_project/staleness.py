@@ -2,7 +2,7 @@
 
 Dagster has no public API for an asset's stale status and its causes (the UI computes them with the same
 resolver). Everything private is imported here, so a Dagster upgrade that moves it fails at import, and
-``tests/test_staleness_api.py`` fails loudly naming this module.
+``tests/pipeline/test_staleness_api.py`` fails loudly naming this module.
 """
 
 from __future__ import annotations

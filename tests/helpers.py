@@ -13,9 +13,9 @@ from assets.config import DPOSettings, EvaluationSettings, LoraSettings, Synthes
 from dagster_project.cli import main
 from dagster_project.settings import PROFILE_DIR
 from resources.generation.interface import SamplingParams
-from resources.synthesis.synthesize import SynthesisConfig
+from resources.synthesis.synthesize import SynthesisParams
 from resources.training.trl_trainers import DPOParams, LoraParams, SFTParams
-from resources.training.warmup import WarmupConfig
+from resources.training.warmup import WarmupParams
 
 
 def write_profile(folder: Path, model_cache: Path, **overrides: dict) -> Path:
@@ -50,11 +50,11 @@ PAIRS = pl.DataFrame({
 })
 
 
-def warmup_config(*positional: float, **overrides: object) -> WarmupConfig:
+def warmup_params(*positional: float, **overrides: object) -> WarmupParams:
     """The warm-up engine's configuration: the settings' defaults (``WarmupSettings``, the one place they are
     written), seed 0, with ``overrides`` (positional: learning_rate, epochs, batch_size)."""
     overrides |= dict(zip(("learning_rate", "epochs", "batch_size"), positional, strict=False))
-    return dataclasses.replace(WarmupSettings().config(seed=0), **overrides)
+    return dataclasses.replace(WarmupSettings().params(seed=0), **overrides)
 
 
 def dpo_params(**overrides: object) -> DPOParams:
@@ -72,7 +72,7 @@ def lora_params(**overrides: object) -> LoraParams:
     return dataclasses.replace(LoraSettings(enabled=True).params(), **overrides)
 
 
-def synthesis_config(instruction: SamplingParams, response: SamplingParams, **overrides: object) -> SynthesisConfig:
+def synthesis_params(instruction: SamplingParams, response: SamplingParams, **overrides: object) -> SynthesisParams:
     """The synthesis engine's configuration from the settings' defaults with the given sampling and ``overrides``."""
-    defaults = SynthesisSettings().config(seed=0)
+    defaults = SynthesisSettings().params(seed=0)
     return dataclasses.replace(defaults, instruction=instruction, response=response, **overrides)

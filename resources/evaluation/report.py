@@ -20,7 +20,8 @@ from matplotlib import pyplot as plt  # noqa: E402 - the backend must be chosen 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _png(figure: plt.Figure) -> bytes:
+def figure_png(figure: plt.Figure) -> bytes:
+    """The figure as PNG bytes (tight layout, 100 dpi); the figure is closed."""
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=100)
@@ -36,7 +37,7 @@ def histogram_png(series: Mapping[str, Sequence[float]], title: str, xlabel: str
     axes.axvline(0.0, color="black", linewidth=0.8)
     axes.set(title=title, xlabel=xlabel, ylabel="count")
     axes.legend()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def curve_png(history: Sequence[Mapping[str, float]], keys: Sequence[str], title: str) -> bytes:
@@ -48,7 +49,7 @@ def curve_png(history: Sequence[Mapping[str, float]], keys: Sequence[str], title
             axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=key)
     axes.set(title=title, xlabel="logged step")
     axes.legend()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def comparison_png(results: pl.DataFrame, title: str) -> bytes:
@@ -67,7 +68,7 @@ def comparison_png(results: pl.DataFrame, title: str) -> bytes:
     margin = max(high - low, 1e-3)
     axes.set_ylim(low - margin, high + margin)
     axes.set(title=title, ylabel="held-out loss (lower is better)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def embedded_image(name: str, png: bytes) -> str:

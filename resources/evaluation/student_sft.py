@@ -28,6 +28,8 @@ from resources.training.launch import AccelerateLaunch, process_device, serve, s
 from resources.training.trl_trainers import SFTParams, save_policy, trainer_arguments
 from resources.training.warmup import check_finite
 
+MONTESSORI, SELF_INSTRUCT = "montessori", "self_instruct"
+"""The labels of the two datasets compared: the tuned teacher's and the untuned teacher's (Self-Instruct)."""
 
 def sft_records(rows: pl.DataFrame) -> list[dict[str, list[dict[str, str]]]]:
     """Conversational prompt/completion records (TRL computes the loss on the completion only)."""

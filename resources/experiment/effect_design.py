@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from resources.evaluation.student_sft import MONTESSORI, SELF_INSTRUCT
 from resources.experiment.preregistration import Criterion, Hypothesis, Preregistration
 from resources.experiment.statistics import Metric
 
-EFFECT_ARMS = ("self_instruct", "dpo_random", "dpo_student_loss", "montessori")
+DPO_RANDOM, DPO_STUDENT_LOSS = "dpo_random", "dpo_student_loss"
+SIGNALS = {DPO_RANDOM: "random", DPO_STUDENT_LOSS: "student_loss", MONTESSORI: "influence"}
+"""The DPO arms and the preference signal each tunes its teacher on; the control arm is the untuned teacher."""
+EFFECT_ARMS = (SELF_INSTRUCT, *SIGNALS)
 GENERAL_LOSS_MARGIN = 0.05  # nats per answer token, about 5% perplexity
 
 
@@ -22,19 +26,19 @@ def effect_preregistration(replicates: int = 5) -> Preregistration:
     )
     hypotheses = (
         Hypothesis("H1", "the influence-tuned teacher's data teaches the task better than the untuned teacher's",
-                   (Criterion("task_loss", "self_instruct"),)),
+                   (Criterion("task_loss", SELF_INSTRUCT),)),
         Hypothesis("H2", "the gain comes from the influence signal: it beats DPO on random pairs and DPO on "
-                   "student-loss pairs", (Criterion("task_loss", "dpo_random"),
-                                          Criterion("task_loss", "dpo_student_loss"))),
+                   "student-loss pairs", (Criterion("task_loss", DPO_RANDOM),
+                                          Criterion("task_loss", DPO_STUDENT_LOSS))),
         Hypothesis("H3", "the tuned teacher writes more on-task instructions than the untuned teacher and than "
-                   "DPO on random pairs", (Criterion("on_task_share", "self_instruct"),
-                                           Criterion("on_task_share", "dpo_random"))),
+                   "DPO on random pairs", (Criterion("on_task_share", SELF_INSTRUCT),
+                                           Criterion("on_task_share", DPO_RANDOM))),
         Hypothesis("H4", f"general ability is not harmed: the general held-out loss is at most "
                    f"{GENERAL_LOSS_MARGIN} nats above the untuned teacher's (about 5% perplexity)",
-                   (Criterion("general_loss", "self_instruct", "not_worse", GENERAL_LOSS_MARGIN),)),
+                   (Criterion("general_loss", SELF_INSTRUCT, "not_worse", GENERAL_LOSS_MARGIN),)),
     )
     notes = (
         "H1 is the primary question; H2-H4 are secondary and each is read on its own (no correction across "
         "hypotheses). A hypothesis that is not supported is reported as such, whatever the point estimates say.",
     )
-    return Preregistration("montessori", EFFECT_ARMS[:-1], metrics, hypotheses, replicates, 0.95, notes)
+    return Preregistration(MONTESSORI, EFFECT_ARMS[:-1], metrics, hypotheses, replicates, 0.95, notes)

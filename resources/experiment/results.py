@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from resources.evaluation.report import _png, markdown_table, plt
+from resources.evaluation.report import figure_png, markdown_table, plt
 from resources.experiment.preregistration import Preregistration, ensure_preregistered, read_preregistration
 from resources.experiment.statistics import paired_difference, summarize
 from resources.storage.tables import publish_bytes
@@ -164,7 +164,7 @@ def effect_png(analysis: dict, prereg: Preregistration) -> bytes:
                               markersize=22, capsize=4, zorder=3)
         axis.set_xticks(range(len(prereg.arms)), prereg.arms, rotation=20)
         axis.set(title=f"{metric.name} ({metric.better} is better)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def write_report(

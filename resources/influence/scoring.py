@@ -4,7 +4,7 @@ candidates from the score cache, and split/merge shards for one-pod-per-shard sc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import polars as pl
 import torch
@@ -15,6 +15,28 @@ from resources.influence.engines import FirstOrderInfluence, make_influence_engi
 from resources.influence.score_cache import LOSS_COLUMN, SCORE_COLUMNS, InfluenceCache
 from resources.training.encoding import EncodedExample, collate, encode_pairs, per_example_loss
 from resources.training.warmup import check_finite, load_training_state
+
+
+@dataclass(frozen=True)
+class InfluenceParams:
+    """How candidates are scored (built from the ``influence`` settings block by field name; no defaults here).
+
+    - ``method``: ``exact`` (one real AdamW step per candidate) or ``first_order`` (the step's effect to first order).
+    - ``reference_loss``: ``example_mean`` or ``batch_token_mean`` (the official definition) over batches of
+      ``reference_batch_size`` reference pairs; pairs and candidates encoded to ``max_length`` with ``truncation``.
+    - ``param_pattern``: first-order only, the parameters included (regex; None: all);
+      ``candidate_batch_size``: first-order candidates per batched backward (does not change a score).
+    - ``chunk_size``: candidates scored between two saves (does not change a score).
+    """
+
+    method: str
+    param_pattern: str | None
+    reference_batch_size: int
+    max_length: int
+    reference_loss: str
+    truncation: str
+    candidate_batch_size: int
+    chunk_size: int
 
 
 def example_losses(
@@ -49,43 +71,34 @@ def score_influence(
     warm_folder: str,
     reference: pl.DataFrame,
     candidates: pl.DataFrame,
-    method: str,
-    param_pattern: str | None,
-    batch_size: int,
-    max_length: int,
+    params: InfluenceParams,
     device: torch.device,
     dtype: torch.dtype,
     log: Callable[[str], None],
-    chunk_size: int = 8,
     on_chunk: Callable[[pl.DataFrame], None] | None = None,
-    reference_loss: str = "example_mean",
-    truncation: str = "left",
-    candidate_batch_size: int = 1,
 ) -> pl.DataFrame:
-    """Score every candidate's local influence on the ``reference_loss`` from the warm state, ``chunk_size``
-    candidates at a time; ``on_chunk`` receives each finished chunk (e.g. to persist it). Reference pairs and
-    candidates are encoded with ``truncation`` (see :func:`resources.training.encoding.encode_example`).
-    Each row also gets
+    """Score every candidate's local influence on the reference loss from the warm state, ``params.chunk_size``
+    candidates at a time; ``on_chunk`` receives each finished chunk (e.g. to persist it). Each row also gets
     ``candidate_loss``, the warm student's own loss on the candidate (before any influence step), the score of the
     ``student_loss`` preference signal; it is computed one candidate at a time, because in a padded batch the last
     bits depend on the batch's other rows and a resumed run must reproduce an uninterrupted run's table exactly.
 
     The warm state is loaded in float32 whatever ``dtype`` (the profile's precision) says, because one
     AdamW step at the warm-up learning rate vanishes in bfloat16; ``dtype`` only sets the first-order
-    method's compute precision. ``candidate_batch_size``: first-order candidates per batched backward."""
+    method's compute precision."""
     model, tokenizer, optimizer = load_training_state(warm_folder, device, torch.float32)
-    encode = pair_encoder(tokenizer, max_length, truncation)
+    encode = pair_encoder(tokenizer, params.max_length, params.truncation)
     candidate_loss = pl.Series(
         LOSS_COLUMN, example_losses(model, encode(candidates), tokenizer.pad_token_id, batch_size=1), pl.Float64
     )
     engine = make_influence_engine(
-        method, model, optimizer, encode(reference), tokenizer.pad_token_id, batch_size, param_pattern,
-        reference_loss, candidate_batch_size, dtype,
+        params.method, model, optimizer, encode(reference), tokenizer.pad_token_id, params.reference_batch_size,
+        params.param_pattern, params.reference_loss, params.candidate_batch_size, dtype,
     )
     progress = rate_logger(log, "influence")
     parts = []
-    for start in range(0, candidates.height, chunk_size):
-        chunk = candidates.slice(start, chunk_size)
+    for start in range(0, candidates.height, params.chunk_size):
+        chunk = candidates.slice(start, params.chunk_size)
         scores = engine.score_all(
             encode(chunk), lambda done, _, offset=start: progress(offset + done, candidates.height)
         )
@@ -98,7 +111,14 @@ def score_influence(
 
 
 def score_with_cache(
-    cache: InfluenceCache, candidates: pl.DataFrame, log: Callable[[str], None], **scoring: object
+    cache: InfluenceCache,
+    warm_folder: str,
+    reference: pl.DataFrame,
+    candidates: pl.DataFrame,
+    params: InfluenceParams,
+    device: torch.device,
+    dtype: torch.dtype,
+    log: Callable[[str], None],
 ) -> pl.DataFrame:
     """Scores for ``candidates``: cached ones reused, the rest scored with :func:`score_influence`, each
     finished chunk cached at once, so a run killed midway resumes from its last completed chunk."""
@@ -106,7 +126,7 @@ def score_with_cache(
     todo = candidates.join(cached.select("candidate_id"), on="candidate_id", how="anti")
     log(f"influence cache {cache.key}: reused {cached.height} scores, scoring {todo.height} new candidates")
     if todo.height:
-        fresh = score_influence(candidates=todo, log=log, on_chunk=cache.save, **scoring)
+        fresh = score_influence(warm_folder, reference, todo, params, device, dtype, log, on_chunk=cache.save)
         cached = pl.concat([cached, fresh.select(cached.columns)])
     return candidates.join(cached, on="candidate_id", how="left", maintain_order="left")
 
@@ -131,29 +151,25 @@ def first_order_influences(
     warm_folder: str,
     references: list[pl.DataFrame],
     candidates: pl.DataFrame,
-    param_pattern: str | None,
-    batch_size: int,
-    max_length: int,
+    params: InfluenceParams,
     device: torch.device,
     dtype: torch.dtype,
     log: Callable[[str], None],
-    chunk_size: int = 8,
-    reference_loss: str = "example_mean",
-    truncation: str = "left",
-    candidate_batch_size: int = 1,
 ) -> list[list[float]]:
     """First-order influence of every candidate against each reference set of ``references``, from one pass over
     the candidates (:meth:`FirstOrderInfluence.effects_against`): the numbers one :func:`score_influence` per
-    set gives (same warm state, chunks and batches), at about the cost of one. No ``candidate_loss``, no cache."""
+    set gives (same warm state, chunks and batches), at about the cost of one (``params.method`` is not read).
+    No ``candidate_loss``, no cache."""
     model, tokenizer, optimizer = load_training_state(warm_folder, device, torch.float32)
-    encode = pair_encoder(tokenizer, max_length, truncation)
-    engine = FirstOrderInfluence(model, optimizer, encode(references[0]), tokenizer.pad_token_id, batch_size,
-                                 param_pattern, reference_loss, candidate_batch_size, dtype)
+    encode = pair_encoder(tokenizer, params.max_length, params.truncation)
+    engine = FirstOrderInfluence(model, optimizer, encode(references[0]), tokenizer.pad_token_id,
+                                 params.reference_batch_size, params.param_pattern, params.reference_loss,
+                                 params.candidate_batch_size, dtype)
     term_sets = [engine.terms, *(engine.reference_terms(encode(reference))[1] for reference in references[1:])]
     progress = rate_logger(log, f"influence against {len(references)} reference sets")
     influences: list[list[float]] = [[] for _ in references]
-    for start in range(0, candidates.height, chunk_size):
-        chunk = encode(candidates.slice(start, chunk_size))
+    for start in range(0, candidates.height, params.chunk_size):
+        chunk = encode(candidates.slice(start, params.chunk_size))
         effects = engine.effects_against(term_sets, chunk, lambda done, _, at=start: progress(at + done,
                                                                                                candidates.height))
         for per_set, values in zip(influences, effects, strict=True):

@@ -14,7 +14,7 @@ Styles, i.e. how prompts are written and outputs parsed (:data:`STYLES`):
 - ``compact``: a short prompt whose assistant turn is prefilled with the opening tag, ``shots`` seed
   examples (default 3), the first pair or the text up to its end accepted; suits very small teachers.
 
-Filters (``SynthesisConfig.filters``): ``official`` (:func:`resources.synthesis.text_filters.official_filter`) or
+Filters (``SynthesisParams.filters``): ``official`` (:func:`resources.synthesis.text_filters.official_filter`) or
 ``self_instruct`` (:func:`resources.synthesis.text_filters.filter_verdict`).
 
 Official prompts depend on earlier output, so they are built and generated chunk by chunk: the prompts of
@@ -110,7 +110,7 @@ STYLES = {
 
 
 @dataclass(frozen=True)
-class SynthesisConfig:
+class SynthesisParams:
     """What the synthesis engine needs besides the model and the prompts.
 
     ``filters``: ``official`` or ``self_instruct`` (whose word bounds are ``min_words``/``max_words``).
@@ -251,7 +251,7 @@ def synthesize(
     generator: Generator,
     tokenizer: PreTrainedTokenizerBase,
     prompts: PromptSource | Sequence[SynthesisPrompt],
-    config: SynthesisConfig,
+    config: SynthesisParams,
     existing: list[str],
     log: Callable[[str], None] = print,
     progress: Callable[[str], Progress] | None = None,
@@ -304,14 +304,14 @@ def _sample(
     return pl.DataFrame(rows, schema_overrides={"seed_ids": pl.List(pl.String), "generated_ids": pl.List(pl.String)})
 
 
-def _filter(config: SynthesisConfig, text: str) -> tuple[str, str]:
+def _filter(config: SynthesisParams, text: str) -> tuple[str, str]:
     """``(verdict, text)`` under ``config.filters``; only the official filters rewrite the text."""
     if config.filters == "official":
         return official_filter(text)
     return filter_verdict(text, config.min_words, config.max_words), text
 
 
-def _judge(table: pl.DataFrame, style: Style, config: SynthesisConfig, pool: list[str]) -> pl.DataFrame:
+def _judge(table: pl.DataFrame, style: Style, config: SynthesisParams, pool: list[str]) -> pl.DataFrame:
     """Parse, filter and dedup one chunk's samples against ``pool`` (texts kept before them)."""
     judged = [
         (style.unparsed, None) if parsed is None else _filter(config, parsed)

@@ -11,7 +11,7 @@ import torch
 
 from resources.models import load_causal_lm
 from resources.training.encoding import encode_pairs
-from resources.training.warmup import WarmupConfig, save_training_state, warmup_sft
+from resources.training.warmup import WarmupParams, save_training_state, warmup_sft
 
 
 def split_warmup(kept: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -30,7 +30,7 @@ def split_warmup(kept: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.Dat
 def train_warm_student(
     student_folder: str,
     rows: pl.DataFrame,
-    config: WarmupConfig,
+    config: WarmupParams,
     max_length: int,
     output_folder: Path,
     device: torch.device,

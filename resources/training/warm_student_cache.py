@@ -33,7 +33,7 @@ from resources.storage.tables import (
     read_bytes,
 )
 from resources.training.warm_start import train_warm_student
-from resources.training.warmup import WarmupConfig
+from resources.training.warmup import WarmupParams
 
 
 class WarmStudentCache:
@@ -63,7 +63,7 @@ class WarmStudentCache:
 
 
 def warm_student_checkpoint(
-    student_folder: str, rows: pl.DataFrame, config: WarmupConfig, max_length: int, truncation: str,
+    student_folder: str, rows: pl.DataFrame, config: WarmupParams, max_length: int, truncation: str,
     device: torch.device, precision: str, cache_store: TableStore, checkpoints: CheckpointStore,
     log: Callable[[str], None],
 ) -> tuple[PublishedCheckpoint, list[float], bool]:

@@ -1,5 +1,5 @@
 """Warm-up SFT of the student: a plain AdamW loop (so the optimizer state can be saved and continued by influence),
-its settings (:class:`WarmupConfig`) and the saving and loading of weights plus optimizer state."""
+its settings (:class:`WarmupParams`) and the saving and loading of weights plus optimizer state."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ WARMUP_LOSSES = ("example_mean", "token_mean")
 
 
 @dataclass(frozen=True)
-class WarmupConfig:
+class WarmupParams:
     """Warm-up SFT hyperparameters (the paper: lr 5e-6; the official run: effective batch 32, ramp then hold,
     token mean).
 
@@ -84,7 +84,7 @@ def check_finite(value: float, what: str) -> float:
 
 
 def accumulated_loss(
-    model: PreTrainedModel, window: list[EncodedExample], pad_id: int, config: WarmupConfig
+    model: PreTrainedModel, window: list[EncodedExample], pad_id: int, config: WarmupParams
 ) -> float:
     """Backpropagate the ``config.loss`` of one optimizer step's examples, ``config.batch_size`` at a time
     (gradients add up in ``.grad``); return the loss value."""
@@ -103,7 +103,7 @@ def warmup_sft(
     model: PreTrainedModel,
     examples: list[EncodedExample],
     pad_id: int,
-    config: WarmupConfig,
+    config: WarmupParams,
     log_fn: Callable[[str], None] = log.info,
 ) -> tuple[torch.optim.AdamW, list[float]]:
     """Fine-tune ``model`` in place on ``examples``; return the optimizer (with its state, its learning rate

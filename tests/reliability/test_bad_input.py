@@ -10,7 +10,7 @@ from dagster_project.cli import main
 from resources.models import ModelSourceError, load_causal_lm, resolve_model_source
 from resources.storage.user_data import DataError, load_examples
 from resources.training.warmup import warmup_sft
-from tests.helpers import warmup_config, write_profile
+from tests.helpers import warmup_params, write_profile
 
 COLUMNS = ["id", "instruction", "response"]
 GOOD = '{"id": "a", "instruction": "Say hi.", "response": "Hi."}\n'
@@ -75,7 +75,7 @@ def test_diverging_warmup_is_named(model_cache: Path) -> None:
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:nan", model_cache))
     examples = encode_pairs(tokenizer, ["Say hi."] * 4, ["Hi."] * 4, 32)
     with pytest.raises(FloatingPointError, match="warm-up loss at step"):
-        warmup_sft(model, examples, tokenizer.pad_token_id, warmup_config(learning_rate=1e30, batch_size=1))
+        warmup_sft(model, examples, tokenizer.pad_token_id, warmup_params(learning_rate=1e30, batch_size=1))
 
 
 def run_failing(capsys, profile: Path) -> str:  # noqa: ANN001

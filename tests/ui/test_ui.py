@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from dagster_project.cli import INSTANCE_DEFAULTS
+from dagster_project.runs import INSTANCE_DEFAULTS
 from tests.helpers import write_profile
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dagster_project.settings import project_path
+from assets.config import resolve_path
 from resources.evaluation.report import PNG_SIGNATURE
 from resources.experiment.effect_design import EFFECT_ARMS, effect_preregistration
 from resources.experiment.on_task import is_on_task, on_task_share
@@ -191,8 +191,8 @@ def test_on_task_rule_on_hand_written_cases() -> None:
 
 def test_math_sets_are_valid_separate_and_on_task() -> None:
     columns = ["id", "instruction", "response"]
-    reference = load_examples(str(project_path("data/reference_math.jsonl")), columns, 2000)
-    heldout = load_examples(str(project_path("data/heldout_math.jsonl")), columns, 2000)
+    reference = load_examples(str(resolve_path("data/reference_math.jsonl")), columns, 2000)
+    heldout = load_examples(str(resolve_path("data/heldout_math.jsonl")), columns, 2000)
     assert reference.height >= 24 and heldout.height >= 48
     assert not set(reference["instruction"]) & set(heldout["instruction"])
     assert not set(reference["id"]) & set(heldout["id"])
@@ -201,5 +201,5 @@ def test_math_sets_are_valid_separate_and_on_task() -> None:
     assert closest.max() < 0.7, "a held-out problem is a near-duplicate of a reference problem"
     assert on_task_share(heldout["instruction"]) == 1.0 and on_task_share(reference["instruction"]) > 0.9
     assert all(re.search(r"\d", answer) for answer in heldout["response"]), "every worked answer ends in a number"
-    assert math.isclose(on_task_share(load_examples(str(project_path("data/seed_prompts.jsonl")),
+    assert math.isclose(on_task_share(load_examples(str(resolve_path("data/seed_prompts.jsonl")),
                                                     ["id", "instruction"], 2000)["instruction"]), 3 / 40)

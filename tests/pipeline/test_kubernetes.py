@@ -30,7 +30,7 @@ from kubernetes.client import BatchV1Api, V1Container, V1Job
 
 from dagster_project.definitions import PIPELINE_JOB, build_definitions, pipeline_job
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROFILE = "k8s"
 IMAGE = "montessori-dagster:0.1.0"
 DAGSTER_HOME = "/opt/dagster/dagster_home"

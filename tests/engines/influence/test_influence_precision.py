@@ -13,7 +13,7 @@ from resources.influence.scoring import score_influence
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training.encoding import collate, encode_pairs, per_example_loss
 from resources.training.warmup import load_training_state, save_training_state, warmup_sft
-from tests.helpers import warmup_config
+from tests.helpers import warmup_params
 
 REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),
              ("What do bees make?", "Honey."), ("Give a synonym for big.", "Large.")]
@@ -27,7 +27,7 @@ def warm_folder(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A float32 warm student trained at the paper's learning rate (5e-6), saved with its AdamW state."""
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:influence", model_cache))
     warm = encode(tokenizer, REFERENCE[:3] + CANDIDATES[:2])
-    optimizer, _ = warmup_sft(model, warm, tokenizer.pad_token_id, warmup_config(learning_rate=5e-6, batch_size=2))
+    optimizer, _ = warmup_sft(model, warm, tokenizer.pad_token_id, warmup_params(learning_rate=5e-6, batch_size=2))
     folder = tmp_path_factory.mktemp("warm")
     save_training_state(model, tokenizer, optimizer, folder)
     return str(folder)

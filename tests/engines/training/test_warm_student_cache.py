@@ -14,7 +14,7 @@ from upath import UPath
 from resources.models import resolve_model_source
 from resources.storage.tables import CheckpointStore, TableStore
 from resources.training.warm_student_cache import warm_student_checkpoint
-from tests.helpers import warmup_config
+from tests.helpers import warmup_params
 
 ROWS = pl.DataFrame({"instruction": ["Name a color.", "Say hello.", "What do bees make?"],
                      "response": ["Blue.", "Hello there!", "Honey."]})
@@ -26,7 +26,7 @@ def test_a_warm_up_with_the_same_inputs_is_trained_once(model_cache: Path, tmp_p
     logged: list[str] = []
 
     def warm(rows: pl.DataFrame = ROWS, learning_rate: float = 1e-3) -> tuple:
-        config = dataclasses.replace(warmup_config(learning_rate), seed=3)
+        config = dataclasses.replace(warmup_params(learning_rate), seed=3)
         return warm_student_checkpoint(student, rows, config, 64, "left", torch.device("cpu"), "float32", cache,
                                        checkpoints, logged.append)
 

@@ -25,7 +25,7 @@ from resources.synthesis.synthesize import (
     teacher_prompt,
 )
 from resources.training.encoding import chat_prompt
-from tests.helpers import synthesis_config
+from tests.helpers import synthesis_params
 
 SEEDS = pl.DataFrame({
     "id": [f"seed-{i:02d}" for i in range(10)],
@@ -100,7 +100,7 @@ def test_prompt_options_are_validated() -> None:
     with pytest.raises(ValueError, match="unknown synthesis style"):
         few_shot_prompts("verbose", SEEDS, 1, seed=0)
     with pytest.raises(ValueError, match="unknown synthesis filters"):
-        synthesis_config(SamplingParams(), SamplingParams(), filters="strict")
+        synthesis_params(SamplingParams(), SamplingParams(), filters="strict")
 
 
 def test_compact_prompts_are_the_prefilled_three_shot_prompts(model_cache: Path) -> None:
@@ -142,7 +142,7 @@ class ScriptedTeacher:
 
 
 def official_run(generator, tokenizer, chunk_size: int = 2):  # noqa: ANN001, ANN201 - generator or cache
-    config = synthesis_config(SamplingParams(n=4, seed=5), SamplingParams(seed=5), filters="official",
+    config = synthesis_params(SamplingParams(n=4, seed=5), SamplingParams(seed=5), filters="official",
                              chunk_size=chunk_size)
     prompts = few_shot_prompts("official", SEEDS, 7, seed=5)
     return synthesize(generator, tokenizer, prompts, config, [], log=lambda _: None)
@@ -188,7 +188,7 @@ def test_official_run_resumes_from_saved_chunks(model_cache: Path, tmp_path: Pat
 def test_official_synthesis_runs_on_a_tiny_model(model_cache: Path) -> None:
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:teacher", model_cache))
     generator = TransformersGenerator(model, tokenizer, batch_size=8)
-    config = synthesis_config(SamplingParams(max_new_tokens=12, n=2, seed=1),
+    config = synthesis_params(SamplingParams(max_new_tokens=12, n=2, seed=1),
                              SamplingParams(max_new_tokens=8, seed=1), filters="official", chunk_size=2)
     prompts = few_shot_prompts("official", SEEDS, 3, seed=1, shots=4)
     table = synthesize(generator, tokenizer, prompts, config, SEEDS["instruction"].to_list(), log=lambda _: None)

@@ -16,7 +16,7 @@ import pytest
 from dagster_project.cli import main
 from tests.helpers import write_profile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from resources.models import load_causal_lm, resolve_model_source
 from resources.training.encoding import encode_pairs
 from resources.training.trl_trainers import train_dpo
 from resources.training.warmup import load_training_state, save_training_state, warmup_sft
-from tests.helpers import PAIRS, dpo_params, lora_params, warmup_config
+from tests.helpers import PAIRS, dpo_params, lora_params, warmup_params
 
 
 def completion_logprob(model, tokenizer, prompt: str, completion: str) -> float:  # noqa: ANN001
@@ -46,7 +46,7 @@ def test_dpo_grows_the_chosen_over_rejected_margin(model_cache: Path, tmp_path: 
 def test_warmup_state_round_trips_bit_identical(model_cache: Path, tmp_path: Path) -> None:
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:warm", model_cache))
     examples = encode_pairs(tokenizer, ["Say hi.", "Add 2 and 3.", "Name a color."], ["Hi!", "5", "Red"], 64)
-    optimizer, losses = warmup_sft(model, examples, tokenizer.pad_token_id, warmup_config(1e-3, 2, 2))
+    optimizer, losses = warmup_sft(model, examples, tokenizer.pad_token_id, warmup_params(1e-3, 2, 2))
     assert len(losses) == 4 and losses[-1] < losses[0]
     save_training_state(model, tokenizer, optimizer, tmp_path)
     loaded, _, loaded_optimizer = load_training_state(str(tmp_path))

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from dagster_project.experiment import SELF_INSTRUCT, SIGNALS, run_experiment
+from dagster_project.experiment import run_experiment
+from resources.experiment.effect_design import SELF_INSTRUCT, SIGNALS
 from tests.conftest import write_profile
 
 ARMS = (SELF_INSTRUCT, *SIGNALS)

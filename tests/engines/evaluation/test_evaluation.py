@@ -13,7 +13,7 @@ import torch
 from matplotlib import image as mpimg
 from scipy.stats import ttest_rel
 
-from dagster_project.settings import project_path
+from assets.config import resolve_path
 from resources.evaluation.diversity import (
     distinct_n,
     diversity_drop,
@@ -141,6 +141,6 @@ def test_report_plots_are_valid_pngs(tmp_path: Path) -> None:
 
 
 def test_task_specific_reference_set_is_a_valid_reference_set() -> None:
-    math = load_examples(str(project_path("data/reference_math.jsonl")), ["id", "instruction", "response"], 2000)
-    general = load_examples(str(project_path("data/reference_set.jsonl")), ["id", "instruction", "response"], 2000)
+    math = load_examples(str(resolve_path("data/reference_math.jsonl")), ["id", "instruction", "response"], 2000)
+    general = load_examples(str(resolve_path("data/reference_set.jsonl")), ["id", "instruction", "response"], 2000)
     assert math.height >= 24 and frame_hash(math) != frame_hash(general)  # another influence cache key

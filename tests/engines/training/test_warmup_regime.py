@@ -12,8 +12,8 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training.encoding import collate, encode_pairs, per_example_loss
-from resources.training.warmup import WarmupConfig, load_training_state, save_training_state, warmup_sft
-from tests.helpers import warmup_config
+from resources.training.warmup import WarmupParams, load_training_state, save_training_state, warmup_sft
+from tests.helpers import warmup_params
 
 PEAK = 5e-6
 OFFICIAL = {"learning_rate": PEAK, "batch_size": 2, "gradient_accumulation": 16, "schedule": "ramp_then_hold",
@@ -32,7 +32,7 @@ def tiny(model_cache: Path):  # noqa: ANN201
     return load_causal_lm(resolve_model_source("tiny-random:regime", model_cache))
 
 
-def recorded_warmup(model, examples, pad_id: int, config: WarmupConfig):  # noqa: ANN001, ANN201
+def recorded_warmup(model, examples, pad_id: int, config: WarmupParams):  # noqa: ANN001, ANN201
     """Run the warm-up, recording the learning rate of every optimizer step as the optimizer applies it."""
     rates: list[float] = []
     handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: rates.append(opt.param_groups[0]["lr"]))
@@ -59,7 +59,7 @@ def test_ramp_then_hold_matches_the_official_schedule(tiny, count: int, expected
     model, tokenizer = tiny
     before = [p.detach().clone() for p in model.parameters()]
     optimizer, losses, rates = recorded_warmup(model, rows(tokenizer, count), tokenizer.pad_token_id,
-                                               warmup_config(**OFFICIAL))
+                                               warmup_params(**OFFICIAL))
     assert rates == pytest.approx(expected, abs=1e-18)
     assert len(losses) == len(expected)
     assert {int(optimizer.state[p]["step"]) for p in model.parameters()} == {len(expected)}
@@ -70,7 +70,7 @@ def test_ramp_then_hold_matches_the_official_schedule(tiny, count: int, expected
 
 def test_constant_schedule_and_today_defaults(tiny) -> None:  # noqa: ANN001
     model, tokenizer = tiny
-    _, losses, rates = recorded_warmup(model, rows(tokenizer, 5), tokenizer.pad_token_id, warmup_config(PEAK))
+    _, losses, rates = recorded_warmup(model, rows(tokenizer, 5), tokenizer.pad_token_id, warmup_params(PEAK))
     assert rates == [PEAK] * 3 and len(losses) == 3  # batch 2, no accumulation: ceil(5 / 2) steps
 
 
@@ -84,21 +84,21 @@ def test_token_mean_is_the_token_weighted_loss_of_the_whole_accumulated_batch(ti
         example_mean = float(per_example_loss(initial, collate(examples, tokenizer.pad_token_id)).mean())
     accumulated = copy.deepcopy(initial)
     _, losses = warmup_sft(accumulated, examples, tokenizer.pad_token_id,
-                           warmup_config(1e-3, batch_size=1, gradient_accumulation=4, loss="token_mean"))
+                           warmup_params(1e-3, batch_size=1, gradient_accumulation=4, loss="token_mean"))
     assert losses == [pytest.approx(hf_loss, abs=1e-6)]
     assert abs(hf_loss - example_mean) > 1e-4
     whole = copy.deepcopy(initial)
-    warmup_sft(whole, examples, tokenizer.pad_token_id, warmup_config(1e-3, batch_size=4, loss="token_mean"))
+    warmup_sft(whole, examples, tokenizer.pad_token_id, warmup_params(1e-3, batch_size=4, loss="token_mean"))
     for p, q in zip(accumulated.parameters(), whole.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0)
     _, losses = warmup_sft(copy.deepcopy(initial), examples, tokenizer.pad_token_id,
-                           warmup_config(1e-3, batch_size=1, gradient_accumulation=4))
+                           warmup_params(1e-3, batch_size=1, gradient_accumulation=4))
     assert losses == [pytest.approx(example_mean, abs=1e-6)]
 
 
 def test_saved_state_continues_at_the_held_rate(tiny, tmp_path: Path) -> None:  # noqa: ANN001
     model, tokenizer = tiny
-    optimizer, _ = warmup_sft(model, rows(tokenizer, 64), tokenizer.pad_token_id, warmup_config(**OFFICIAL))
+    optimizer, _ = warmup_sft(model, rows(tokenizer, 64), tokenizer.pad_token_id, warmup_params(**OFFICIAL))
     save_training_state(model, tokenizer, optimizer, tmp_path)
     loaded, _, loaded_optimizer = load_training_state(str(tmp_path))
     assert loaded_optimizer.param_groups[0]["lr"] == PEAK
@@ -120,8 +120,8 @@ def test_saved_state_continues_at_the_held_rate(tiny, tmp_path: Path) -> None:  
 
 def test_bad_regime_values_are_named() -> None:
     with pytest.raises(ValueError, match="unknown warm-up schedule 'cosine'"):
-        warmup_config(schedule="cosine")
+        warmup_params(schedule="cosine")
     with pytest.raises(ValueError, match="unknown warm-up loss 'sum'"):
-        warmup_config(loss="sum")
+        warmup_params(loss="sum")
     with pytest.raises(ValueError, match="gradient_accumulation must be at least 1"):
-        warmup_config(gradient_accumulation=0)
+        warmup_params(gradient_accumulation=0)

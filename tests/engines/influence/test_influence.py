@@ -17,7 +17,7 @@ from resources.storage.tables import TableStore
 from resources.training.encoding import collate, encode_pairs, per_example_loss
 from resources.training.warm_start import train_warm_student
 from resources.training.warmup import warmup_sft
-from tests.helpers import warmup_config
+from tests.helpers import warmup_params
 
 REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),
              ("What do bees make?", "Honey."), ("Give a synonym for big.", "Large.")]
@@ -30,7 +30,7 @@ def warm(model_cache: Path):  # noqa: ANN201
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:influence", model_cache))
     encode = lambda pairs: encode_pairs(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs], 64)  # noqa: E731
     optimizer, _ = warmup_sft(model, encode(REFERENCE[:3] + CANDIDATES[:2]), tokenizer.pad_token_id,
-                              warmup_config(learning_rate=1e-3, batch_size=2))
+                              warmup_params(learning_rate=1e-3, batch_size=2))
     return model, optimizer, encode(REFERENCE), encode(CANDIDATES), tokenizer.pad_token_id
 
 
@@ -174,7 +174,7 @@ def stage_inputs(model_cache: Path, tmp_path: Path) -> tuple[pl.DataFrame, dict]
     rows = pl.DataFrame({"instruction": [p[0] for p in REFERENCE], "response": [p[1] for p in REFERENCE]})
     warm_folder = tmp_path / "warm"
     warm_folder.mkdir()
-    train_warm_student(resolve_model_source("tiny-random:cache", model_cache), rows, warmup_config(1e-3), 64,
+    train_warm_student(resolve_model_source("tiny-random:cache", model_cache), rows, warmup_params(1e-3), 64,
                        warm_folder, torch.device("cpu"), torch.float32, print)
     candidates = pl.DataFrame({"candidate_id": [f"c{i}" for i in range(len(CANDIDATES))],
                                "instruction": [p[0] for p in CANDIDATES], "response": [p[1] for p in CANDIDATES]})

@@ -10,7 +10,6 @@ from dagster import AssetKey, AssetsDefinition, IOManager, SourceAsset, io_manag
 from assets.config import ExampleSource, PairSettings, Runtime
 from assets.data import reference_set, seed_prompts
 from assets.rounds import build_round
-from dagster_project.settings import PROJECT_ROOT
 
 
 def test_data_assets_load_and_version_their_files(tmp_path: Path) -> None:
@@ -18,9 +17,9 @@ def test_data_assets_load_and_version_their_files(tmp_path: Path) -> None:
     source.write_text('{"id": "a", "instruction": "Name a fruit."}\n{"id": "b", "instruction": "Name a color."}\n')
     result = materialize(
         [seed_prompts, reference_set],
-        resources={"seed_source": ExampleSource(path=str(source), max_instruction_chars=100, columns={}, root="/"),
+        resources={"seed_source": ExampleSource(path=str(source), max_instruction_chars=100, columns={}),
                    "reference_source": ExampleSource(path="data/reference_set.jsonl", max_instruction_chars=2000,
-                                                     columns={}, root=str(PROJECT_ROOT))},
+                                                     columns={})},
     )
     seeds = result.output_for_node("seed_prompts")
     assert seeds["instruction"].to_list() == ["Name a fruit.", "Name a color."]

@@ -1,202 +1,18 @@
-"""The typed resources every asset declares: one per concern, each holding exactly the settings it owns.
-
-Stage settings (synthesis, warm-up, influence, pairs, DPO, datasets, evaluation) are validated straight from their
-YAML block of the profile into these classes: they are the one representation of each hyper-parameter set, and
-they build the engines' parameter objects by name. Cross-cutting resources (runtime, generation backend, training
-launcher, models, stores, example sources) are built by the wiring from the profile's runtime / models / storage /
-data blocks. An asset's code version is the hash of the versioned configuration of exactly the resources it
-declares (``dagster_project/versions.py``), so an asset that starts reading a new setting goes stale when it changes.
-"""
+"""Stage settings: each is one YAML block of the profile, validated straight into these classes (the resources the
+stage assets declare), and each builds its engine's parameter object whole, by field name."""
 
 from __future__ import annotations
 
-from dataclasses import fields
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-import torch
-from dagster import Config, ConfigurableResource
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from resources.generation.interface import Generator, SamplingParams
-from resources.generation.transformers_backend import TransformersGenerator
-from resources.generation.vllm_backend import VLLMGenerator
-from resources.models import load_causal_lm, resolve_device, resolve_dtype, resolve_model_source
-from resources.storage.retry import RetryPolicy
-from resources.storage.tables import CheckpointStore, TableStore
-from resources.synthesis.synthesize import SynthesisConfig
-from resources.training.launch import AccelerateLaunch
+from assets.config.base import StrictConfig, StrictResource, by_name
+from resources.generation.interface import SamplingParams
+from resources.influence.scoring import InfluenceParams
+from resources.synthesis.synthesize import SynthesisParams
 from resources.training.trl_trainers import DPOParams, LoraParams, SFTParams
-from resources.training.warmup import WarmupConfig
-
-STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-def by_name(engine_type: type, source: Any, **extra: Any) -> Any:
-    """An engine dataclass filled by field name from ``source`` (settings) and ``extra``: no positional mapping."""
-    names = {f.name for f in fields(engine_type)} - set(extra)
-    return engine_type(**{name: getattr(source, name) for name in names}, **extra)
-
-
-class StrictResource(ConfigurableResource):
-    """Base of every resource: unknown keys are errors, values are not coerced, and ``UNVERSIONED`` names the fields
-    that do not change what an asset produces (so they stay out of code versions)."""
-
-    model_config = STRICT
-    UNVERSIONED: ClassVar[frozenset[str]] = frozenset()
-
-    def versioned_config(self) -> dict[str, Any]:
-        """The configuration that is part of the code version of every asset declaring this resource."""
-        return self.model_dump(mode="json", exclude=set(self.UNVERSIONED))
-
-
-class StrictConfig(Config):
-    """Base of nested settings blocks (same strictness as :class:`StrictResource`)."""
-
-    model_config = STRICT
-
-
-# --- cross-cutting resources: built by the wiring from the profile's runtime / models / storage / data blocks ---
-
-
-class Runtime(StrictResource):
-    """Device, precision, threads and seed: where and how models run."""
-
-    UNVERSIONED: ClassVar[frozenset[str]] = frozenset({"device", "torch_threads"})
-    device: str
-    precision: Literal["float32", "bfloat16", "float16"]
-    torch_threads: int
-    seed: int
-
-    @property
-    def torch_device(self) -> torch.device:
-        """The torch device (``auto``: CUDA when present)."""
-        return resolve_device(self.device)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The model dtype."""
-        return resolve_dtype(self.precision)
-
-    def prepare_torch(self) -> None:
-        """Apply the thread count and the seed."""
-        if self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
-        torch.manual_seed(self.seed)
-
-
-class GenerationBackend(StrictResource):
-    """Which engine generates text: transformers anywhere, vLLM on CUDA."""
-
-    UNVERSIONED: ClassVar[frozenset[str]] = frozenset({"tensor_parallel_size", "gpu_memory_utilization"})
-    generation_backend: Literal["transformers", "vllm"]
-    tensor_parallel_size: int
-    gpu_memory_utilization: float
-
-    def generator(self, folder: str, runtime: Runtime, batch_size: int) -> Generator:
-        """A generator over the model at ``folder``."""
-        runtime.prepare_torch()
-        if self.generation_backend == "vllm":
-            return VLLMGenerator(folder, runtime.precision, self.tensor_parallel_size, self.gpu_memory_utilization,
-                                 runtime.seed)
-        model, tokenizer = load_causal_lm(folder, runtime.torch_device, runtime.dtype)
-        return TransformersGenerator(model, tokenizer, batch_size)
-
-
-def resolved(path: str, root: str) -> str:
-    """``path`` resolved against the project ``root`` when relative and local; URLs and absolute paths as given."""
-    if "://" in path or Path(path).is_absolute():
-        return path
-    return str(Path(root) / path)
-
-
-class TrainingLauncher(StrictResource):
-    """Teacher DPO and student SFT in this process, or on several processes through ``accelerate launch``."""
-
-    UNVERSIONED: ClassVar[frozenset[str]] = frozenset({"root"})
-    accelerate_config: str | None
-    num_processes: int | None
-    root: str
-
-    def launch(self) -> AccelerateLaunch | None:
-        """The ``accelerate launch`` settings, or None to train in the step's own process."""
-        if self.accelerate_config is None:
-            return None
-        return AccelerateLaunch(resolved(self.accelerate_config, self.root), self.num_processes)
-
-
-class ModelSource(StrictResource):
-    """One model (teacher or student): its source and the folder where converted models are cached."""
-
-    UNVERSIONED: ClassVar[frozenset[str]] = frozenset({"cache_dir", "setting"})
-    source: str
-    cache_dir: str
-    setting: str
-
-    def folder(self) -> str:
-        """The model resolved to a loadable folder (errors name the setting, e.g. ``models.teacher``)."""
-        return resolve_model_source(self.source, self.cache_dir, self.setting)
-
-    def resolve(self, source: str, setting: str) -> str:
-        """Another model source (e.g. the judge, ``setting`` ``evaluation.judge``) resolved with the same cache."""
-        return resolve_model_source(source, self.cache_dir, setting)
-
-
-class Stores(StrictResource):
-    """Where tables and checkpoints live, with the retry policy of every storage call: the only place stores are
-    built."""
-
-    UNVERSIONED: ClassVar[frozenset[str]] = frozenset(
-        {"tables", "namespace", "cache", "checkpoints", "model_cache", "retry_attempts", "retry_backoff_seconds",
-         "settings_yaml"}
-    )
-    tables: str
-    namespace: str
-    cache: str
-    checkpoints: str
-    model_cache: str
-    retry_attempts: int
-    retry_backoff_seconds: float
-    settings_yaml: str
-
-    def settings_file(self) -> str:
-        """Where the run's resolved settings are kept (once per content hash; written on first use)."""
-        return str(self.table_store().store_settings(self.namespace, self.settings_yaml))
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The retry policy of every storage call."""
-        return RetryPolicy(self.retry_attempts, self.retry_backoff_seconds)
-
-    def table_store(self) -> TableStore:
-        """The table store (Parquet tables, caches, reports)."""
-        return TableStore(self.tables, self.retry_policy)
-
-    def cache_store(self) -> TableStore:
-        """The store of the content-keyed caches (generation chunks, influence scores); may be shared by profiles."""
-        return TableStore(self.cache, self.retry_policy)
-
-    def checkpoint_store(self) -> CheckpointStore:
-        """The checkpoint store (content-addressed model folders)."""
-        return CheckpointStore(self.checkpoints, self.model_cache, self.retry_policy)
-
-
-class ExampleSource(StrictResource):
-    """One hand-written data file (seeds, reference set or held-out set)."""
-
-    UNVERSIONED: ClassVar[frozenset[str]] = frozenset({"root"})
-    path: str
-    max_instruction_chars: int
-    columns: dict[str, str]
-    root: str
-
-    @property
-    def location(self) -> str:
-        """The file or folder to read (relative paths resolved against the project root)."""
-        return resolved(self.path, self.root)
-
-
-# --- stage settings: each is one YAML block of the profile, validated into these classes ---
+from resources.training.warmup import WarmupParams
 
 
 class GenerationSettings(StrictConfig):
@@ -246,10 +62,10 @@ class SynthesisSettings(StrictResource):
         "In the official style it also decides which earlier instructions a prompt can show",
     )
 
-    def config(self, seed: int) -> SynthesisConfig:
-        """The synthesis engine's configuration with sampling seeded by ``seed``."""
+    def params(self, seed: int) -> SynthesisParams:
+        """The synthesis engine's parameters with sampling seeded by ``seed``."""
         return by_name(
-            SynthesisConfig, self, instruction=self.instruction.sampling(self.samples_per_prompt, seed),
+            SynthesisParams, self, instruction=self.instruction.sampling(self.samples_per_prompt, seed),
             response=self.response.sampling(1, seed),
         )
 
@@ -282,9 +98,9 @@ class WarmupSettings(StrictResource):
         "end; left: the prompt is cut from the left so the answer survives",
     )
 
-    def config(self, seed: int) -> WarmupConfig:
-        """The warm-up engine's configuration."""
-        return by_name(WarmupConfig, self, seed=seed)
+    def params(self, seed: int) -> WarmupParams:
+        """The warm-up engine's parameters."""
+        return by_name(WarmupParams, self, seed=seed)
 
 
 class InfluenceSettings(StrictResource):
@@ -317,6 +133,10 @@ class InfluenceSettings(StrictResource):
     truncation: Literal["left", "right"] = Field(
         "left", description="encoding of reference pairs and candidates: right (paper) or left (see warmup.truncation)"
     )
+
+    def params(self) -> InfluenceParams:
+        """The scoring engine's parameters (``shards`` is the wiring's: how many steps score in parallel)."""
+        return by_name(InfluenceParams, self)
 
 
 class PairSettings(StrictResource):

@@ -16,7 +16,7 @@ from resources.influence.engines import ExactInfluence, FirstOrderInfluence
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training.encoding import MeanLoss, encode_pairs
 from resources.training.warmup import warmup_sft
-from tests.helpers import warmup_config
+from tests.helpers import warmup_params
 
 MAX_LENGTH = 48
 BATCH = 4
@@ -91,7 +91,7 @@ def warm_state(model_cache: Path, dtype: torch.dtype):  # noqa: ANN201
     """The tiny student after a short warm-up (lr 1e-3, so a probe step moves the reference loss clearly)."""
     model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:refloss", model_cache), dtype=dtype)
     examples = encode_pairs(tokenizer, [w[0] for w in WARM], [w[1] for w in WARM], MAX_LENGTH, "right")
-    optimizer, _ = warmup_sft(model, examples, tokenizer.pad_token_id, warmup_config(1e-3, batch_size=2))
+    optimizer, _ = warmup_sft(model, examples, tokenizer.pad_token_id, warmup_params(1e-3, batch_size=2))
     return model, tokenizer, optimizer
 
 
@@ -164,7 +164,7 @@ def test_stage_engines_thread_the_options(model_cache: Path, tmp_path: Path) -> 
     from resources.training.warmup import load_training_state
 
     table = lambda pairs: pl.DataFrame({"instruction": [p[0] for p in pairs], "response": [p[1] for p in pairs]})  # noqa: E731
-    config = warmup_config(1e-3, batch_size=2, gradient_accumulation=2, schedule="ramp_then_hold", loss="token_mean")
+    config = warmup_params(1e-3, batch_size=2, gradient_accumulation=2, schedule="ramp_then_hold", loss="token_mean")
     cpu = torch.device("cpu")
     train_warm_student(resolve_model_source("tiny-random:refloss", model_cache), table(WARM), config, MAX_LENGTH,
                        tmp_path, cpu, torch.float32, print, truncation="right")

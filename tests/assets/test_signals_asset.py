@@ -9,7 +9,7 @@ from dagster import asset, materialize
 
 from assets.config import PairSettings, Runtime
 from assets.teacher import build_preference_pairs
-from tests.test_pairs import candidates, per_prompt
+from tests.engines.preference.test_pairs import candidates, per_prompt
 
 SCORES = candidates(prompts=6, per_prompt=4, seed=5)
 

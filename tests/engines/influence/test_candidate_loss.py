@@ -16,7 +16,7 @@ from resources.storage.tables import TableStore
 from resources.training.encoding import collate, encode_pairs, per_example_loss
 from resources.training.warm_start import train_warm_student
 from resources.training.warmup import load_training_state
-from tests.helpers import warmup_config
+from tests.helpers import warmup_params
 
 WARMUP = [("Name a color.", "Blue."), ("Say hello.", "Hello there!"), ("What do bees make?", "Honey.")]
 CANDIDATES = [("Name a fruit.", "Apple."), ("What is 3 plus 3?", "6"), ("xq zv", "zz zz zz zz qq qq"),
@@ -28,7 +28,7 @@ def warm_folder(model_cache: Path, tmp_path: Path) -> str:
     rows = pl.DataFrame({"instruction": [p[0] for p in WARMUP], "response": [p[1] for p in WARMUP]})
     folder = tmp_path / "warm"
     folder.mkdir()
-    train_warm_student(resolve_model_source("tiny-random:candidate-loss", model_cache), rows, warmup_config(1e-3), 64,
+    train_warm_student(resolve_model_source("tiny-random:candidate-loss", model_cache), rows, warmup_params(1e-3), 64,
                        folder, torch.device("cpu"), torch.float32, print)
     return str(folder)
 

@@ -1,0 +1,68 @@
+"""Running the pipeline from Python: the Dagster instance's home, one materialization of a profile's graph, and
+the per-asset summary of a finished run. Shared by the CLI and the experiments."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dagster import AssetKey, DagsterInstance, JobExecutionResult, build_reconstructable_job, execute_job
+
+from dagster_project.definitions import pipeline_job
+from dagster_project.settings import PROJECT_ROOT
+
+INSTANCE_DEFAULTS = Path(__file__).parent / "instance.yaml"  # what `make ui` gives a new DAGSTER_HOME
+
+
+def ensure_dagster_home() -> Path:
+    """Use ``DAGSTER_HOME`` (default: ``.dagster_home`` in the project) so the UI sees CLI runs."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").touch()  # SQLite storage in DAGSTER_HOME, Dagster's default (make ui adds the UI defaults)
+    return home
+
+
+# Metadata worth repeating after the summary table: the evaluation's verdict and where the report is.
+HEADLINE_METADATA = ("comparison", "report_path")
+
+
+def run_summary(instance: DagsterInstance, result) -> dict[str, dict[str, object]]:  # noqa: ANN001
+    """Per materialized asset of a finished run: its table's path, rows, seconds and headline metadata."""
+    stats = instance.get_run_step_stats(result.run_id)
+
+    def seconds(step_key: str) -> float | None:
+        """Wall time of an asset's steps (a graph-backed asset has several, e.g. influence shards)."""
+        node = step_key.split(".")[0]
+        own = [s for s in stats if s.step_key == node or s.step_key.startswith(f"{node}.")]
+        if not own:
+            return None
+        return round(max(s.end_time or 0 for s in own) - min(s.start_time or 0 for s in own), 1)
+
+    summary = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        name = materialization.asset_key.to_user_string()
+        metadata = materialization.metadata
+        summary[name] = {
+            "path": metadata["path"].value if "path" in metadata else None,
+            "rows": metadata["dagster/row_count"].value if "dagster/row_count" in metadata else None,
+            "seconds": seconds(event.step_key),
+            **{key: metadata[key].value for key in HEADLINE_METADATA if key in metadata},
+        }
+    return summary
+
+
+def execute_pipeline(
+    profile: str, selection: Sequence[AssetKey] | None, instance: DagsterInstance,
+    tags: Mapping[str, str] | None = None,
+) -> JobExecutionResult:
+    """Materialize ``selection`` (None: every asset) of ``profile`` in ``instance``, through a reconstructable
+    pointer so that every worker process (multiprocess executor) rebuilds exactly this profile's job."""
+    return execute_job(
+        build_reconstructable_job("dagster_project.definitions", pipeline_job.__name__, (profile,)),
+        instance=instance,
+        asset_selection=selection,
+        tags={"montessori/profile": profile, **(tags or {})},
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )

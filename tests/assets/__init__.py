@@ -1,0 +1,1 @@
+"""Asset tests: assets materialized directly with test resources; code versions of each setting."""

@@ -1,0 +1,1 @@
+"""Engine tests: one folder per concern of ``resources/``, no Dagster."""
