@@ -11,7 +11,8 @@ runs the profile with ``runtime.seed`` = the profile's seed + r:
    the baseline's text from the generation cache. Each run keeps its tables in its own folder,
    while generation chunks and influence scores go to one shared content-keyed cache (``storage.cache``):
    the round's candidates and influence scores are computed once per replicate and read back by the other
-   runs (the warm student is retrained by each run, deterministically, to the same weights).
+   runs; the warm student is trained once per replicate and reused by the other runs from the checkpoint store
+   (:mod:`resources.training.warm_student_cache`: same inputs, same weights).
 2. Measures. The replicate's four datasets are cut to the smallest one's size; the student is fine-tuned on
    the arm's (the profile's ``evaluation`` SFT settings, seed = the replicate's seed) and its loss is
    measured on the task held-out set (the profile's ``data.heldout_set``) and on the general one
