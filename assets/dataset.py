@@ -18,6 +18,7 @@ from assets.influence import score_candidates
 from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from assets.synthesis import synthesize_table, verdict_counts
+from resources.preference.selection import score_columns, select_rows
 from resources.preference.weighting import curriculum, sample_weights
 
 UNTUNED = "untuned"
@@ -55,22 +56,25 @@ def build_student_dataset(last_round: int) -> AssetsDefinition:
         reference_set: pl.DataFrame,
     ) -> Output[pl.DataFrame]:
         """Instruction/response pairs by the tuned teacher; every row names its teacher_version and run. With
-        ``student_dataset.order: curriculum`` or ``sample_weights`` each row is also scored for influence."""
+        ``student_dataset.order: curriculum``, ``sample_weights`` or a scored ``select`` rule each row is also scored
+        for influence; ``select`` keeps a share of the rows."""
         settings = student_dataset
         teacher_version = teacher_checkpoint["teacher_version"][0]
         folder = stores.checkpoint_store().local_folder(teacher_checkpoint["uri"][0])
         dataset, metadata = _final_rows(context, settings, synthesis, runtime, generation, stores, folder,
                                         teacher_version, seed_prompts)
+        selection = settings.selection(runtime.seed)
         if settings.scores_influence:
             scored = score_candidates(influence, runtime, stores, dataset, warm_student, reference_set,
                                       context.log.info)
-            dataset = dataset.with_columns(influence=scored["influence"])
-            if settings.sample_weights:
-                dataset = dataset.with_columns(sample_weights(dataset["influence"]))
-            if settings.order == "curriculum":
-                dataset = curriculum(dataset)
+            dataset = dataset.with_columns(scored.select(score_columns(selection)))
+        dataset = select_rows(dataset, selection)
+        if settings.sample_weights:
+            dataset = dataset.with_columns(sample_weights(dataset["influence"]))
+        if settings.order == "curriculum":
+            dataset = curriculum(dataset)
         return table_output(dataset, ["instruction", "response"], teacher_version=teacher_version,
-                            order=settings.order, **metadata)
+                            order=settings.order, select=settings.select, **metadata)
 
     return student_dataset
 

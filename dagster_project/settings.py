@@ -19,6 +19,7 @@ from assets.config import (
     DataSettings,
     DPOSettings,
     EvaluationSettings,
+    ExperimentSettings,
     ExportSettings,
     InfluenceSettings,
     KubernetesSettings,
@@ -49,6 +50,7 @@ class Settings(StrictModel):
     models: ModelSettings = Field(default_factory=ModelSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    experiment: ExperimentSettings = Field(default_factory=ExperimentSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     synthesis: SynthesisSettings = Field(default_factory=SynthesisSettings)

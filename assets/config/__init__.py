@@ -1,9 +1,9 @@
 """Dagster's side of the settings: the typed resources every asset declares, one per concern.
 
 - :mod:`~assets.config.base` - strict bases, ``versioned_config`` (what enters code versions), the path resolver
-- :mod:`~assets.config.infrastructure` - the ``runtime``, ``models``, ``storage``, ``data``, ``kubernetes`` and
-  ``export`` blocks, and the resources made of them (``Runtime``, ``GenerationBackend``, ``TrainingLauncher``,
-  ``ModelSource``, ``Stores``, ``ExampleSource``)
+- :mod:`~assets.config.infrastructure` - the ``runtime``, ``models``, ``storage``, ``data``, ``experiment``,
+  ``kubernetes`` and ``export`` blocks, and the resources made of them (``Runtime``, ``GenerationBackend``,
+  ``TrainingLauncher``, ``ModelSource``, ``Stores``, ``ExampleSource``)
 - :mod:`~assets.config.stages` - one block per stage (``synthesis``, ``warmup``, ``influence``, ``pairs``, ``dpo``,
   ``student_dataset``, ``evaluation``), each the resource its assets declare
 
@@ -18,6 +18,7 @@ from assets.config.infrastructure import (
     DataSettings,
     ExampleSource,
     Executor,
+    ExperimentSettings,
     ExportSettings,
     GenerationBackend,
     KubernetesSettings,
@@ -45,9 +46,9 @@ from assets.config.stages import (
 
 __all__ = [
     "DATA_FILES", "PROJECT_ROOT", "DPOSettings", "DataSettings", "EvaluationSettings", "ExampleSource", "Executor",
-    "ExportSettings", "FinalPromptSettings", "GenerationBackend", "GenerationSettings", "InfluenceSettings",
-    "KubernetesSettings", "LoraSettings", "ModelSettings", "ModelSource", "PairSettings", "Runtime",
-    "RuntimeSettings", "StorageSettings", "Stores", "StrictConfig", "StrictModel", "StrictResource",
+    "ExperimentSettings", "ExportSettings", "FinalPromptSettings", "GenerationBackend", "GenerationSettings",
+    "InfluenceSettings", "KubernetesSettings", "LoraSettings", "ModelSettings", "ModelSource", "PairSettings",
+    "Runtime", "RuntimeSettings", "StorageSettings", "Stores", "StrictConfig", "StrictModel", "StrictResource",
     "StudentDatasetSettings", "SynthesisSettings", "TrainingLauncher", "WarmupSettings", "by_name", "resolve_path",
     "runtime_part",
 ]

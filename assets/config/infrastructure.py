@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, field_validator
 
 from assets.config.base import StrictConfig, StrictModel, StrictResource, resolve_path
+from resources.experiment.on_task import on_task_rule
 from resources.generation.interface import Generator
 from resources.generation.transformers_backend import TransformersGenerator
 from resources.generation.vllm_backend import VLLMGenerator
@@ -250,6 +251,24 @@ class DataSettings(StrictModel):
         """The data file ``name`` (a setting of this block, one of the values of :data:`DATA_FILES`)."""
         return ExampleSource(path=getattr(self, name), max_instruction_chars=self.max_instruction_chars,
                              columns=getattr(self, f"{name}_columns"))
+
+
+class ExperimentSettings(StrictModel):
+    """The effect experiment's task (``montessori experiment``): its reference and held-out sets are
+    ``data.reference_set`` and ``data.heldout_set``; this block says which generated instructions are on the task."""
+
+    on_task: str = Field(
+        "arithmetic",
+        description="which instructions count as on task (the on_task_share metric; resources/experiment/on_task.py): "
+        "arithmetic (the built-in rule for the math task), 'keywords: word, a phrase, ...' (any of them as whole "
+        "words, any case) or 'regex: PATTERN' (matches anywhere, any case)",
+    )
+
+    @field_validator("on_task")
+    @classmethod
+    def _known_rule(cls, value: str) -> str:
+        on_task_rule(value)  # raises ValueError naming the accepted forms
+        return value
 
 
 class KubernetesSettings(StrictModel):

@@ -10,6 +10,7 @@ from pydantic import Field
 from assets.config.base import StrictConfig, StrictResource, by_name
 from resources.generation.interface import SamplingParams
 from resources.influence.scoring import InfluenceParams
+from resources.preference.selection import SelectionParams
 from resources.synthesis.synthesize import SynthesisParams
 from resources.training.trl_trainers import DPOParams, LoraParams, SFTParams
 from resources.training.warmup import WarmupParams
@@ -226,11 +227,27 @@ class StudentDatasetSettings(FinalPromptSettings):
     sample_weights: bool = Field(
         False, description="score every row's influence and add a sample_weight column (mean 1, higher = helps more)"
     )
+    select: Literal["none", "top_influence", "bottom_influence", "random", "top_student_loss"] = Field(
+        "none",
+        description="keep only a share of the rows (resources/preference/selection.py): none (every row); "
+        "top_influence / bottom_influence (highest / lowest influence from the warm student on the reference set); "
+        "random (seeded with runtime.seed); top_student_loss (the rows the warm student finds hardest). Ties by "
+        "candidate_id; scored rules add the score column(s)",
+    )
+    select_share: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="share of the rows select keeps (rounded half up, at least 1); also the size of the effect "
+        "experiment's selection arms",
+    )
 
     @property
     def scores_influence(self) -> bool:
         """Whether the final rows must be scored with the warm student."""
-        return self.order == "curriculum" or self.sample_weights
+        return self.order == "curriculum" or self.sample_weights or self.selection(0).score_column is not None
+
+    def selection(self, seed: int, rule: str | None = None) -> SelectionParams:
+        """The selection engine's parameters (``rule``: another rule at this share, as the experiment's arms use)."""
+        return SelectionParams(rule=rule or self.select, share=self.select_share, seed=seed)
 
     def prompts(self) -> FinalPromptSettings:
         """Only the prompt settings (what the baseline shares with this dataset)."""

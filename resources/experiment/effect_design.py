@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from resources.evaluation.student_sft import MONTESSORI, SELF_INSTRUCT
+from resources.experiment.on_task import ARITHMETIC
 from resources.experiment.preregistration import Criterion, Hypothesis, Preregistration
 from resources.experiment.statistics import Metric
 
@@ -13,16 +14,22 @@ EFFECT_ARMS = (SELF_INSTRUCT, *SIGNALS)
 GENERAL_LOSS_MARGIN = 0.05  # nats per answer token, about 5% perplexity
 
 
-def effect_preregistration(replicates: int = 5) -> Preregistration:
+def effect_preregistration(
+    replicates: int = 5, heldout: str = "data/heldout_math.jsonl", general: str = "data/heldout_set.jsonl",
+    on_task: str = ARITHMETIC,
+) -> Preregistration:
     """The effect experiment's design and criteria: does the influence-tuned teacher teach the task better
-    than the untuned teacher, and is it the influence signal (not DPO as such, not the student's own loss)?"""
+    than the untuned teacher, and is it the influence signal (not DPO as such, not the student's own loss)?
+    ``heldout``, ``general`` and ``on_task``: the task's held-out set, the general one and the on-task rule
+    (the defaults: the arithmetic task)."""
+    counted = ("arithmetic problems (numbers plus a computation cue)" if on_task == ARITHMETIC
+               else f"on task under the rule {on_task!r}")
     metrics = (
         Metric("task_loss", "the student's mean answer-token loss on the task's held-out set "
-               "(data/heldout_math.jsonl) after SFT on the arm's final dataset", "lower"),
-        Metric("general_loss", "the same student's loss on the general held-out set (data/heldout_set.jsonl)",
-               "lower"),
-        Metric("on_task_share", "share of the arm's final instructions that resources.on_task counts as "
-               "arithmetic problems (numbers plus a computation cue)", "higher"),
+               f"({heldout}) after SFT on the arm's final dataset", "lower"),
+        Metric("general_loss", f"the same student's loss on the general held-out set ({general})", "lower"),
+        Metric("on_task_share", f"share of the arm's final instructions that resources.on_task counts as {counted}",
+               "higher"),
     )
     hypotheses = (
         Hypothesis("H1", "the influence-tuned teacher's data teaches the task better than the untuned teacher's",

@@ -1,4 +1,6 @@
-"""Is an instruction on the arithmetic task? The measure behind the effect experiment's on-task share.
+"""Is an instruction on the task? The measure behind the effect experiment's on-task share: the built-in arithmetic
+rule (below) or a rule the user gives for their own task (:func:`on_task_rule`: a keyword list or a regular
+expression).
 
 An arithmetic word problem states quantities and asks for a quantity computed from them, so an
 instruction counts as on-task when it holds numbers and a computation cue:
@@ -25,7 +27,7 @@ prompts, all of them arithmetic or primes); tests check it on other, hand-writte
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _NUMBER_WORDS = (
     "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "twenty",
@@ -62,7 +64,33 @@ def is_on_task(instruction: str) -> bool:
     return quantities and QUANTITY_QUESTION.search(instruction) is not None
 
 
-def on_task_share(instructions: Iterable[str]) -> float:
-    """Share of ``instructions`` that :func:`is_on_task` accepts (0 for none)."""
-    verdicts = [is_on_task(text) for text in instructions]
+ARITHMETIC = "arithmetic"
+RULE_FORMS = (ARITHMETIC, "keywords: WORD, WORD, ...", "regex: PATTERN")
+
+
+def on_task_rule(spec: str) -> Callable[[str], bool]:
+    """The on-task test named by ``spec``: ``arithmetic`` (:func:`is_on_task`); ``keywords: a, b c, d`` (on task
+    when the instruction holds any of the comma-separated words or phrases as whole words, any case); ``regex:
+    PATTERN`` (on task when the pattern matches anywhere, any case). Raises ValueError naming the forms otherwise."""
+    kind, _, body = spec.partition(":")
+    kind, body = kind.strip().lower(), body.strip()
+    if kind == ARITHMETIC and not body:
+        return is_on_task
+    if kind == "keywords":
+        words = [word.strip() for word in body.split(",") if word.strip()]
+        if not words:
+            raise ValueError(f"on-task rule {spec!r}: give at least one keyword after 'keywords:'")
+        pattern = r"(?<!\w)(?:" + "|".join(re.escape(word) for word in words) + r")(?!\w)"
+        return re.compile(pattern, re.IGNORECASE).search  # type: ignore[return-value]
+    if kind == "regex":
+        try:
+            return re.compile(body, re.IGNORECASE).search  # type: ignore[return-value]
+        except re.error as exc:
+            raise ValueError(f"on-task rule {spec!r}: not a valid regular expression ({exc})") from None
+    raise ValueError(f"unknown on-task rule {spec!r}; use one of: {', '.join(RULE_FORMS)}")
+
+
+def on_task_share(instructions: Iterable[str], rule: Callable[[str], bool] = is_on_task) -> float:
+    """Share of ``instructions`` that ``rule`` accepts (0 for none); by default the arithmetic rule."""
+    verdicts = [bool(rule(text)) for text in instructions]
     return sum(verdicts) / len(verdicts) if verdicts else 0.0

@@ -1,5 +1,7 @@
 """Pre-registration: hypotheses and criteria written (and frozen) in RESULTS.md before a run, read back and
-checked so a finished experiment is judged by what was stated in advance."""
+checked so a finished experiment is judged by what was stated in advance. One RESULTS.md can hold several
+pre-registered sections, each with its own name (the first, unnamed one, and e.g. ``link1``): a question added later
+gets its own section, written before its results, and never touches the sections already frozen."""
 
 from __future__ import annotations
 
@@ -15,7 +17,16 @@ from resources.storage.tables import publish_bytes
 
 KINDS = ("better", "not_worse")
 BEGIN, END = "<!-- preregistered:begin -->", "<!-- preregistered:end -->"
+ANY_END = re.compile(r"<!-- preregistered:(?:[\w-]+:)?end -->")
 JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.DOTALL)
+
+
+def markers(name: str = "") -> tuple[str, str]:
+    """The begin and end markers of the pre-registered section called ``name`` ("" is the first, unnamed one)."""
+    if name and not re.fullmatch(r"[\w-]+", name):
+        raise ValueError(f"a pre-registered section's name is letters, digits, _ and -; got {name!r}")
+    tag = f"preregistered:{name}:" if name else "preregistered:"
+    return f"<!-- {tag}begin -->", f"<!-- {tag}end -->"
 
 
 @dataclass(frozen=True)
@@ -101,12 +112,14 @@ class Preregistration:
                    raw["replicates"], raw["confidence"], tuple(raw["notes"]))
 
 
-def preregistration_section(prereg: Preregistration, written: str) -> str:
-    """The marked RESULTS.md section that states the criteria before any result (with a JSON copy)."""
+def preregistration_section(prereg: Preregistration, written: str, name: str = "", heading: str = "") -> str:
+    """The marked RESULTS.md section called ``name`` that states the criteria before any result (with a JSON copy);
+    ``heading`` names its question in the title."""
     level = 1 - prereg.confidence
+    begin, end = markers(name)
     lines = [
-        BEGIN,
-        f"## Pre-registered criteria (written {written}, before any result)",
+        begin,
+        f"## Pre-registered criteria{f': {heading}' if heading else ''} (written {written}, before any result)",
         "",
         f"Arms: treatment **{prereg.treatment}**, controls {', '.join(f'**{c}**' for c in prereg.controls)}; "
         f"{prereg.replicates} paired replicates per arm (replicate r of every arm shares seeds, prompts, "
@@ -138,30 +151,42 @@ def preregistration_section(prereg: Preregistration, written: str) -> str:
         "```json",
         prereg.to_json(),
         "```",
-        END,
+        end,
     ]
     return "\n".join(lines)
 
 
-def read_preregistration(markdown: str) -> tuple[str, Preregistration] | None:
-    """The pre-registered section (verbatim) and its criteria, or None when ``markdown`` has none."""
-    start, stop = markdown.find(BEGIN), markdown.find(END)
+def read_preregistration(markdown: str, name: str = "") -> tuple[str, Preregistration] | None:
+    """The pre-registered section called ``name`` (verbatim) and its criteria, or None when ``markdown`` has none."""
+    begin, end = markers(name)
+    start, stop = markdown.find(begin), markdown.find(end)
     if start < 0 or stop < start:
         return None
-    section = markdown[start : stop + len(END)]
+    section = markdown[start : stop + len(end)]
     block = JSON_BLOCK.search(section)
     if block is None:
         raise ValueError("the pre-registered section has no ```json block")
     return section, Preregistration.from_json(block.group(1))
 
 
-def ensure_preregistered(results_md: Path, prereg: Preregistration, title: str) -> Preregistration:
-    """Write ``results_md`` with the pre-registered section when it has none yet and return the criteria in
-    force: an existing section always wins over ``prereg`` (criteria are fixed before the results)."""
-    existing = read_preregistration(results_md.read_text()) if results_md.exists() else None
+def ensure_preregistered(
+    results_md: Path, prereg: Preregistration, title: str, name: str = "", heading: str = ""
+) -> Preregistration:
+    """Write the pre-registered section called ``name`` into ``results_md`` when it has none yet and return the
+    criteria in force: an existing section always wins over ``prereg`` (criteria are fixed before the results). A
+    new section goes after the last pre-registered section of the file (the others stay as they are, byte for
+    byte); into a file without any, the title, the section and an empty results part."""
+    text = results_md.read_text() if results_md.exists() else ""
+    existing = read_preregistration(text, name) if text else None
     if existing is not None:
         return existing[1]
     written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = f"# {title}\n\n{preregistration_section(prereg, written)}\n\n## Results\n\nNot run yet.\n"
+    section = preregistration_section(prereg, written, name, heading)
+    ends = list(ANY_END.finditer(text))
+    if ends:
+        at = ends[-1].end()
+        text = f"{text[:at]}\n\n{section}{text[at:]}"
+    else:
+        text = f"# {title}\n\n{section}\n\n## Results\n\nNot run yet.\n"
     publish_bytes(results_md, text.encode())
     return prereg

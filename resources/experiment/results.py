@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -100,12 +100,15 @@ def _detail_summaries(records: Sequence[Mapping], arms: Sequence[str], names: Se
 
 def render_results(
     analysis: dict, prereg: Preregistration, design: Mapping[str, object], figure: str, details: Sequence[str] = (),
+    heading: str = "Results",
 ) -> str:
-    """The results section of RESULTS.md (markdown) from :func:`analyze`'s output; ``details`` names further
-    record fields (not pre-registered metrics, e.g. diagnostics) shown in the table of every arm and replicate."""
+    """The results section of RESULTS.md (markdown) from :func:`analyze`'s output, under ``heading``; ``details``
+    names further record fields (not pre-registered metrics, e.g. diagnostics) shown in the table of every arm and
+    replicate."""
     jobs = analysis["jobs"]
     status = "complete" if analysis["complete"] else f"INCOMPLETE ({jobs['finished']} of {jobs['expected']} jobs)"
-    lines = [f"## Results ({status}; generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')})", ""]
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"## {heading} ({status}; generated {generated})", ""]
     if design:
         lines += ["Design as run:", "", *[f"- {key}: {value}" for key, value in design.items()], ""]
     lines += ["### Verdicts" + ("" if analysis["complete"] else " (provisional: not every job has finished)"), ""]
@@ -167,23 +170,49 @@ def effect_png(analysis: dict, prereg: Preregistration) -> bytes:
     return figure_png(figure)
 
 
+@dataclass(frozen=True)
+class Study:
+    """One pre-registered question of an experiment: its criteria, the records of its jobs and how the report
+    shows them. ``name``: its pre-registered section's (the first study's is ""); ``heading``: its question in
+    the section titles; ``details``: see :func:`render_results`; ``figure``: its plot's file name."""
+
+    prereg: Preregistration
+    records: Sequence[Mapping]
+    name: str = ""
+    heading: str = ""
+    details: Sequence[str] = ()
+    figure: str = "effect.png"
+
+
+def write_studies(folder: Path, title: str, design: Mapping[str, object], studies: Sequence[Study]) -> list[dict]:
+    """Write ``RESULTS.md`` (every study's pre-registered section kept verbatim, then every study's results),
+    ``results.json`` (every number: the first study at the top level, the others under ``studies`` by name) and each
+    study's plot into ``folder``; return each study's analysis. The criteria evaluated are the ones in the file's
+    pre-registered sections (written now from the study's ``prereg`` where there is none)."""
+    results_md = Path(folder) / "RESULTS.md"
+    in_force = [ensure_preregistered(results_md, s.prereg, title, s.name, s.heading) for s in studies]
+    text = results_md.read_text()
+    sections, bodies, analyses, documents = [], [], [], {}
+    for index, (study, prereg) in enumerate(zip(studies, in_force, strict=True)):
+        sections.append(read_preregistration(text, study.name)[0])
+        analysis = analyze(study.records, prereg)
+        publish_bytes(Path(folder) / study.figure, effect_png(analysis, prereg))
+        shown = design if index == 0 else {}
+        heading = f"Results: {study.heading}" if study.heading else "Results"
+        bodies.append(render_results(analysis, prereg, shown, study.figure, study.details, heading))
+        documents[study.name] = {"preregistration": json.loads(prereg.to_json()), **analysis}
+        analyses.append(analysis)
+    first = documents.pop(studies[0].name)
+    document = {"title": title, "design": dict(design), **first, **({"studies": documents} if documents else {})}
+    publish_bytes(Path(folder) / "results.json",
+                  json.dumps(_finite(document), indent=2, ensure_ascii=False, allow_nan=False).encode())
+    publish_bytes(results_md, ("\n\n".join([f"# {title}", *sections, *bodies])).encode())
+    return analyses
+
+
 def write_report(
     folder: Path, records: Sequence[Mapping], prereg: Preregistration, design: Mapping[str, object], title: str,
     details: Sequence[str] = (),
 ) -> dict:
-    """Write ``RESULTS.md`` (the pre-registered section kept verbatim, then the results), ``results.json``
-    (every number) and ``effect.png`` into ``folder``; return the analysis. The criteria evaluated are the
-    ones in the file's pre-registered section (written now from ``prereg`` if there is none); ``details``: see
-    :func:`render_results`."""
-    results_md = Path(folder) / "RESULTS.md"
-    prereg = ensure_preregistered(results_md, prereg, title)
-    section, _ = read_preregistration(results_md.read_text())
-    analysis = analyze(records, prereg)
-    figure = "effect.png"
-    publish_bytes(Path(folder) / figure, effect_png(analysis, prereg))
-    document = {"title": title, "design": dict(design), "preregistration": json.loads(prereg.to_json()), **analysis}
-    publish_bytes(Path(folder) / "results.json",
-                  json.dumps(_finite(document), indent=2, ensure_ascii=False, allow_nan=False).encode())
-    body = render_results(analysis, prereg, design, figure, details)
-    publish_bytes(results_md, f"# {title}\n\n{section}\n\n{body}".encode())
-    return analysis
+    """:func:`write_studies` of one study (``effect.png``); its analysis."""
+    return write_studies(folder, title, design, [Study(prereg, records, details=details)])[0]

@@ -20,21 +20,35 @@ RESERVED = ("arm", "replicate", "key", "seconds")
 
 @dataclass(frozen=True)
 class Job:
-    """One arm of one replicate."""
+    """One arm of one replicate, of one ``study`` of the experiment ("": the first; a later one keeps its
+    records in a subfolder of its name, so an arm may be measured in several studies)."""
 
     arm: str
     replicate: int
+    study: str = ""
 
     @property
     def file_name(self) -> str:
-        """The job's result file."""
-        return f"{self.arm}-r{self.replicate}.json"
+        """The job's result file, relative to the jobs folder."""
+        return f"{self.study}/{self.arm}-r{self.replicate}.json" if self.study else f"{self.arm}-r{self.replicate}.json"
+
+    @property
+    def label(self) -> str:
+        """The job's study and arm, for progress lines."""
+        return f"{self.study} {self.arm}" if self.study else self.arm
 
 
 def plan_jobs(arms: Sequence[str], replicates: int) -> list[Job]:
     """Every (arm, replicate), replicate by replicate, so that an interrupted run leaves whole replicates
     (every arm of them) for the paired comparison."""
     return [Job(arm, replicate) for replicate in range(replicates) for arm in arms]
+
+
+def plan_studies(studies: Mapping[str, Sequence[str]], replicates: int) -> list[Job]:
+    """Every (study, arm, replicate) of ``studies`` (study name -> arms), replicate by replicate and within a
+    replicate study by study: an interrupted run leaves whole replicates of every study."""
+    return [Job(arm, replicate, study) for replicate in range(replicates)
+            for study, arms in studies.items() for arm in arms]
 
 
 def _stored(path: Path, key: str) -> dict | None:
@@ -45,7 +59,7 @@ def _stored(path: Path, key: str) -> dict | None:
 
 
 def _progress(done: int, total: int, job: Job, text: str) -> str:
-    return f"[{done}/{total}] {job.arm} replicate {job.replicate}: {text}"
+    return f"[{done}/{total}] {job.label} replicate {job.replicate}: {text}"
 
 
 def _metrics(record: Mapping) -> str:
@@ -84,7 +98,7 @@ def run_jobs(
                   "seconds": time.monotonic() - started, **result}
         publish_bytes(path, json.dumps(record, indent=2).encode())
         records.append(record)
-        durations.setdefault(job.arm, []).append(record["seconds"])
+        durations.setdefault(job.label, []).append(record["seconds"])
         left = time_left(durations, pending[sum(map(len, durations.values())):])
         log(_progress(number, len(jobs), job,
                       f"done in {record['seconds']:.0f} s ({_metrics(record)}); about {left / 60:.0f} min left"))
@@ -92,10 +106,10 @@ def run_jobs(
 
 
 def time_left(durations: Mapping[str, Sequence[float]], pending: Sequence[Job]) -> float:
-    """Seconds the ``pending`` jobs should take: each at the mean duration of the finished jobs of its arm (arms
-    cost differently: the first arm of a replicate may make every arm's data), or of all finished jobs while
-    none of its arm has finished."""
+    """Seconds the ``pending`` jobs should take: each at the mean duration of the finished jobs of its arm (by
+    :attr:`Job.label`; arms cost differently: the first arm of a replicate may make every arm's data), or of all
+    finished jobs while none of its arm has finished."""
     finished = [seconds for arm in durations.values() for seconds in arm]
     overall = sum(finished) / len(finished) if finished else 0.0
     mean = {arm: sum(seconds) / len(seconds) for arm, seconds in durations.items() if seconds}
-    return sum(mean.get(job.arm, overall) for job in pending)
+    return sum(mean.get(job.label, overall) for job in pending)

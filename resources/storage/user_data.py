@@ -141,3 +141,18 @@ def load_examples(
     if duplicated:
         raise DataError(f"{path}: duplicate id(s) {sorted(duplicated)[:5]}")
     return table.select(columns)
+
+
+def content_digest(path: str) -> str:
+    """SHA-256 (first 16 hex digits, as ``sha256sum`` prints them) of a data file's bytes; of a ``datasets``
+    folder, of its files' relative names and bytes in name order: what a result computed from the data depends on,
+    wherever it lies."""
+    location = UPath(path)
+    if not location.exists():
+        raise DataError(f"{path}: file does not exist")
+    if not location.is_dir():
+        return hashlib.sha256(location.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in sorted(p for p in location.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(location)}\0".encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
