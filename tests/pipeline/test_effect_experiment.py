@@ -1,5 +1,7 @@
-"""The effect experiment end to end on tiny models: every arm is a real pipeline run (plus the student's SFT), the
-report holds every arm and replicate, and a run killed after its first job resumes without redoing it."""
+"""The effect experiment end to end on tiny models, on a task given by the command's options: every arm is a real
+pipeline run (plus the student's SFT), the links' selection arms and teacher shift are measured from the same
+replicates, the report holds every arm and replicate of every study, and a run killed after its first link-1 job
+resumes without redoing anything."""
 
 from __future__ import annotations
 
@@ -8,15 +10,23 @@ import math
 import re
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
+from assets.config import resolve_path
 from dagster_project.experiment import run_experiment
 from resources.experiment.effect_design import SELF_INSTRUCT, SIGNALS
+from resources.experiment.links_design import LINK1, LINK2, SELECTION_ARMS
+from resources.experiment.on_task import on_task_rule, on_task_share
+from resources.preference.pairs import score_column
+from resources.preference.selection import selected_count
+from resources.storage.tables import TableStore
 from tests.conftest import write_profile
 
 ARMS = (SELF_INSTRUCT, *SIGNALS)
+ON_TASK = "keywords: how many, total, percent"
 
 
 def tiny_profile(folder: Path, model_cache: Path) -> Path:
@@ -30,30 +40,40 @@ def tiny_profile(folder: Path, model_cache: Path) -> Path:
     )
 
 
+def task_files(folder: Path) -> tuple[str, str]:
+    """The math reference and held-out sets copied into ``folder`` (a user's task files outside the project)."""
+    folder.mkdir()
+    for name in ("reference_math.jsonl", "heldout_math.jsonl"):
+        (folder / name).write_bytes(Path(resolve_path(f"data/{name}")).read_bytes())
+    return str(folder / "reference_math.jsonl"), str(folder / "heldout_math.jsonl")
+
+
 def test_experiment_reports_every_arm_and_replicate_and_resumes_after_a_kill(
     tmp_path: Path, model_cache: Path, dagster_home: Path
 ) -> None:
     profile, out = str(tiny_profile(tmp_path, model_cache)), tmp_path / "effect"
-    first_lines: list[str] = []
+    reference, heldout = task_files(tmp_path / "task")
+    task = {"reference": reference, "heldout": heldout, "on_task": ON_TASK}
 
-    def killed_after_first_job(line: str) -> None:
-        first_lines.append(line)
-        if " done in " in line:
-            raise KeyboardInterrupt  # the process dies right after the first job is stored
+    def killed_after_first_link_job(line: str) -> None:
+        if " done in " in line and LINK1 in line:
+            raise KeyboardInterrupt  # the process dies right after the first selection arm's job is stored
 
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(profile, 2, out, killed_after_first_job)
+        run_experiment(profile, 2, out, killed_after_first_link_job, **task)
     instance = DagsterInstance.get()
-    assert [p.name for p in (out / "jobs").iterdir()] == ["self_instruct-r0.json"]
+    stored = sorted(str(p.relative_to(out / "jobs")) for p in (out / "jobs").rglob("*.json"))
+    assert stored == sorted([*(f"{arm}-r0.json" for arm in ARMS), f"{LINK1}/select_random-r0.json"])
     assert len(instance.get_run_records()) == 4, "replicate 0: three DPO arms and the baseline, one run each"
     first_job = (out / "jobs" / "self_instruct-r0.json").read_text()
 
     lines: list[str] = []
-    analysis = run_experiment(profile, 2, out, lines.append)
+    analysis = run_experiment(profile, 2, out, lines.append, **task)
     assert len(instance.get_run_records()) == 8, "only replicate 1's four runs are new"
     assert (out / "jobs" / "self_instruct-r0.json").read_text() == first_job
-    assert any(re.match(r"\[1/8\] self_instruct replicate 0: finished earlier, skipped", line) for line in lines)
-    assert sum(" done in " in line for line in lines) == 7
+    assert any(re.match(r"\[1/24\] self_instruct replicate 0: finished earlier, skipped", line) for line in lines)
+    assert any(re.match(r"\[5/24\] link1 select_random replicate 0: finished earlier", line) for line in lines)
+    assert sum(" done in " in line for line in lines) == 24 - 5
     assert any("replicate 1, montessori: pipeline run up to student_dataset" in line for line in lines)
     assert not any("replicate 0" in line and "pipeline run" in line for line in lines)
 
@@ -78,6 +98,13 @@ def test_experiment_reports_every_arm_and_replicate_and_resumes_after_a_kill(
         assert len({r["warm_student"] for r in dpo}) == 1, "the three runs share the warm student"
         seed = yaml.safe_load((out / "work").glob(f"*/r{replicate}/montessori/profile.yaml").__next__().read_text())
         assert seed["runtime"]["seed"] == 3 + replicate and seed["pairs"]["signal"] == "influence"
+        for arm in ARMS:  # the task reaches every arm's pipeline run, and its measures
+            arm_profile = yaml.safe_load(next((out / "work").glob(f"*/r{replicate}/{arm}/profile.yaml")).read_text())
+            assert (arm_profile["data"]["reference_set"], arm_profile["data"]["heldout_set"]) == (reference, heldout)
+            assert arm_profile["experiment"]["on_task"] == ON_TASK
+            rows = pl.read_parquet(next((out / "work").glob(f"*/r{replicate}/{arm}/dataset.parquet")))
+            assert records[arm, replicate]["on_task_share"] == on_task_share(rows["instruction"],
+                                                                             on_task_rule(ON_TASK))
     assert records["montessori", 0]["warm_student"] != records["montessori", 1]["warm_student"]
     warm_ups = instance.fetch_materializations(AssetKey("warm_student"), limit=100).records
     reused = sorted(record.asset_materialization.metadata["reused"].value for record in warm_ups)
@@ -93,3 +120,34 @@ def test_experiment_reports_every_arm_and_replicate_and_resumes_after_a_kill(
     assert len(influence_caches) == 2, "per replicate: the whole reference set, scored once and read back by the " \
         "other arms (the split-half diagnostic scores both halves in one pass, uncached)"
     assert not list((out / "work").glob("*/r*/checkpoints")), "checkpoints are removed once a replicate's data exist"
+    check_links(out, document, records)
+
+
+def check_links(out: Path, document: dict, effect: dict) -> None:
+    """Links 1 and 2 measured from each replicate's own candidates and datasets, reported with their criteria."""
+    link1 = {(r["arm"], r["replicate"]): r for r in document["studies"][LINK1]["records"]}
+    link2 = {(r["arm"], r["replicate"]): r for r in document["studies"][LINK2]["records"]}
+    assert set(link1) == {(arm, r) for arm in SELECTION_ARMS for r in (0, 1)}
+    assert set(link2) == {(arm, r) for arm in ARMS for r in (0, 1)}
+    results_md = (out / "RESULTS.md").read_text()
+    assert "<!-- preregistered:link1:begin -->" in results_md and "## Results: link 2" in results_md
+    assert (out / "link1.png").is_file() and (out / "link2.png").is_file()
+    for replicate in (0, 1):
+        folder = next((out / "work").glob(f"*/r{replicate}"))
+        tables = json.loads((folder / "montessori" / "round.json").read_text())
+        pool = score_column(TableStore.read(tables["influence_scores"]), "null_step")
+        size = selected_count(pool.height, 0.5)
+        for arm, rule in SELECTION_ARMS.items():
+            record = link1[arm, replicate]
+            assert (record["rule"], record["pool_rows"], record["train_rows"]) == (rule, pool.height, size)
+            assert record["task_loss"] > 0 and record["general_loss"] > 0
+        top = pool.sort(["score", "candidate_id"], descending=[True, False]).head(size)["score"].mean()
+        assert link1["select_top_influence", replicate]["selected_mean_influence"] == pytest.approx(top)
+        assert top >= link1["select_bottom_influence", replicate]["selected_mean_influence"]
+        shift = pl.read_parquet(folder / "shift.parquet")
+        for arm in ARMS:
+            record, scores = link2[arm, replicate], shift.filter(pl.col("arm") == arm)["score"]
+            assert record["shift_rows"] == effect[arm, replicate]["dataset_rows"] == scores.len()
+            assert record["shift_mean_influence"] == pytest.approx(scores.mean())
+            assert record["shift_positive_share"] == pytest.approx((scores > 0).mean())
+            assert record["same_data_as_effect_record"] is True
