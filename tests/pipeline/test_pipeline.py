@@ -10,7 +10,9 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from dagster_project.cli import main
 from dagster_project.lineage import find_materialization, lineage
+from resources.preference.selection import selected_count
 from resources.storage.tables import TableStore
+from tests.helpers import run_json, write_profile
 
 ALL_ASSETS = [
     "seed_prompts", "reference_set", "heldout_set", "synthetic_instructions", "warm_student",
@@ -96,3 +98,25 @@ def test_evaluation_and_report(profile_path: Path, dagster_home: Path, capsys) -
         [AssetCheckKey(AssetKey("student_dataset"), "diversity_not_collapsed")]
     )
     assert check, "the diversity check ran"
+
+
+def test_student_dataset_select_keeps_the_rows_its_rule_names(
+    tmp_path: Path, model_cache: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    """student_dataset.select on a real run: the top-influence half and, rerun, the bottom-influence half of the same
+    scored final rows (the generation and the scores come back from the caches)."""
+    select = {"order": "generated", "sample_weights": False, "select_share": 0.5}
+    top = write_profile(tmp_path, model_cache, student_dataset={**select, "select": "top_influence"})
+    summary = run_json(capsys, "run", "--profile", str(top), "--json")
+    kept_top = pl.read_parquet(summary["assets"]["student_dataset"]["path"])
+    bottom = write_profile(tmp_path, model_cache, student_dataset={**select, "select": "bottom_influence"})
+    rerun = run_json(capsys, "run", "--profile", str(bottom), "--select", "student_dataset", "--json")
+    kept_bottom = pl.read_parquet(rerun["assets"]["student_dataset"]["path"])
+
+    every = pl.concat([kept_top, kept_bottom]).unique("candidate_id")
+    assert kept_top.height == kept_bottom.height == selected_count(every.height, 0.5)
+    assert every.height >= 3, "enough final rows to make the test meaningful"
+    assert kept_top["influence"].min() >= kept_bottom["influence"].max()
+    assert set(kept_top.columns) == set(kept_bottom.columns) and "influence" in kept_top.columns
+    baseline = pl.read_parquet(summary["assets"]["baseline_dataset"]["path"])
+    assert "influence" not in baseline.columns, "the baseline is never filtered"
