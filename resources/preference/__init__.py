@@ -2,4 +2,5 @@
 
 - :mod:`~resources.preference.pairs` - signals (influence, student loss, random) and per-prompt chosen/rejected pairs
 - :mod:`~resources.preference.weighting` - influence-derived sample weights and curriculum order
+- :mod:`~resources.preference.selection` - keep a share of rows by influence, student loss or at random (``select``)
 """
