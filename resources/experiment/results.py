@@ -209,10 +209,3 @@ def write_studies(folder: Path, title: str, design: Mapping[str, object], studie
     publish_bytes(results_md, ("\n\n".join([f"# {title}", *sections, *bodies])).encode())
     return analyses
 
-
-def write_report(
-    folder: Path, records: Sequence[Mapping], prereg: Preregistration, design: Mapping[str, object], title: str,
-    details: Sequence[str] = (),
-) -> dict:
-    """:func:`write_studies` of one study (``effect.png``); its analysis."""
-    return write_studies(folder, title, design, [Study(prereg, records, details=details)])[0]

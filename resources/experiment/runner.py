@@ -38,12 +38,6 @@ class Job:
         return f"{self.study} {self.arm}" if self.study else self.arm
 
 
-def plan_jobs(arms: Sequence[str], replicates: int) -> list[Job]:
-    """Every (arm, replicate), replicate by replicate, so that an interrupted run leaves whole replicates
-    (every arm of them) for the paired comparison."""
-    return [Job(arm, replicate) for replicate in range(replicates) for arm in arms]
-
-
 def plan_studies(studies: Mapping[str, Sequence[str]], replicates: int) -> list[Job]:
     """Every (study, arm, replicate) of ``studies`` (study name -> arms), replicate by replicate and within a
     replicate study by study: an interrupted run leaves whole replicates of every study."""

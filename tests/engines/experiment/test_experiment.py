@@ -17,8 +17,8 @@ from resources.evaluation.report import PNG_SIGNATURE
 from resources.experiment.effect_design import EFFECT_ARMS, effect_preregistration
 from resources.experiment.on_task import is_on_task, on_task_share
 from resources.experiment.preregistration import Criterion, read_preregistration
-from resources.experiment.results import write_report
-from resources.experiment.runner import Job, plan_jobs, run_jobs, time_left
+from resources.experiment.results import Study, write_studies
+from resources.experiment.runner import Job, plan_studies, run_jobs, time_left
 from resources.experiment.statistics import Metric, PairedDifference, detectable_effect, paired_difference, summarize
 from resources.storage.user_data import load_examples
 from resources.synthesis.text_filters import pairwise_rouge_l
@@ -88,7 +88,7 @@ def fake_result(job: Job) -> dict[str, float]:
 
 
 def test_runner_resumes_after_a_kill_without_rerunning_finished_jobs(tmp_path: Path) -> None:
-    jobs = plan_jobs(["a", "b"], 3)
+    jobs = plan_studies({"": ["a", "b"]}, 3)
     assert [(j.arm, j.replicate) for j in jobs[:3]] == [("a", 0), ("b", 0), ("a", 1)]
     calls: list[Job] = []
 
@@ -127,8 +127,8 @@ def test_time_left_prices_each_pending_job_at_its_arms_mean() -> None:
 
 def test_report_holds_every_arm_and_replicate_and_keeps_the_preregistration(tmp_path: Path) -> None:
     prereg = effect_preregistration(replicates=5)
-    records = run_jobs(plan_jobs(EFFECT_ARMS, 5), fake_result, tmp_path / "jobs", log=lambda _: None)
-    analysis = write_report(tmp_path, records, prereg, {"replicates": 5}, "Effect")
+    records = run_jobs(plan_studies({"": EFFECT_ARMS}, 5), fake_result, tmp_path / "jobs", log=lambda _: None)
+    analysis = write_studies(tmp_path, "Effect", {"replicates": 5}, [Study(prereg, records)])[0]
     text = (tmp_path / "RESULTS.md").read_text()
     for arm in EFFECT_ARMS:
         for replicate in range(5):
@@ -149,7 +149,7 @@ def test_report_holds_every_arm_and_replicate_and_keeps_the_preregistration(tmp_
     assert stored == prereg and "before any result" in section
 
     changed = effect_preregistration(replicates=9)
-    write_report(tmp_path, records[:10], changed, {}, "Effect")
+    write_studies(tmp_path, "Effect", {}, [Study(changed, records[:10])])
     text = (tmp_path / "RESULTS.md").read_text()
     assert read_preregistration(text) == (section, prereg), "criteria written before the results are kept"
     assert "INCOMPLETE (10 of 20 jobs)" in text and "provisional" in text
