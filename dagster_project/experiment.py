@@ -50,13 +50,14 @@ from pathlib import Path
 import polars as pl
 import yaml
 from dagster import AssetSelection, DagsterInstance
+from pydantic import ValidationError
 
 from assets.config import PROJECT_ROOT, DataSettings, resolve_path
 from assets.influence import influence_against, score_candidates
 from dagster_project.definitions import build_definitions
 from dagster_project.resources import build_resources
 from dagster_project.runs import ensure_dagster_home, execute_pipeline, run_summary
-from dagster_project.settings import Settings, load_settings
+from dagster_project.settings import Settings, SettingsError, load_settings
 from resources.evaluation.student_sft import MONTESSORI, equal_size, fine_tune, heldout_loss
 from resources.experiment.design_key import changed_files, design_key
 from resources.experiment.diagnostics import (
@@ -84,7 +85,7 @@ from resources.models import load_tokenizer
 from resources.preference.pairs import score_column
 from resources.preference.selection import select_rows
 from resources.storage.tables import TableStore, publish_bytes
-from resources.storage.user_data import DataError, content_digest, load_examples
+from resources.storage.user_data import content_digest, load_examples
 from resources.synthesis.synthesize import few_shot_prompts
 
 TITLE = "Does the tuned teacher teach better? A controlled experiment"
@@ -101,25 +102,31 @@ SHIFT_COLUMNS = ["candidate_id", "prompt_id", "instruction", "response"]
 
 def task_path(path: str) -> str:
     """A task file given on the command line: relative to the working directory (a path inside the project is kept
-    relative to the project root, as profiles write them); URLs as given. Raises DataError when it does not exist."""
+    relative to the project root, as profiles write them); URLs as given. Raises SettingsError when it does not
+    exist."""
     if "://" in path:
         return path
     local = Path(path).expanduser().resolve()
     if not local.exists():
-        raise DataError(f"{path}: task file does not exist")
+        raise SettingsError(f"task file {path} does not exist ({local})")
     return str(local.relative_to(PROJECT_ROOT)) if local.is_relative_to(PROJECT_ROOT) else str(local)
 
 
 def with_task(
     settings: Settings, reference: str | None = None, heldout: str | None = None, on_task: str | None = None
 ) -> Settings:
-    """``settings`` with the task's reference set, held-out set and on-task rule replaced where given."""
+    """``settings`` with the task's reference set, held-out set and on-task rule replaced where given; raises
+    SettingsError naming what is wrong."""
     document = settings.document()
     document["data"] |= {key: task_path(value) for key, value in
                          (("reference_set", reference), ("heldout_set", heldout)) if value is not None}
     if on_task is not None:
         document["experiment"]["on_task"] = on_task
-    return Settings.model_validate(document)
+    try:
+        return Settings.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SettingsError(f"the experiment's task options: {problems}") from None
 
 
 def materialize_upstream(

@@ -15,8 +15,10 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from assets.config import resolve_path
-from dagster_project.experiment import run_experiment
+from assets.config import PROJECT_ROOT, resolve_path
+from dagster_project.cli import main
+from dagster_project.experiment import run_experiment, with_task
+from dagster_project.settings import SettingsError, load_settings
 from resources.experiment.effect_design import SELF_INSTRUCT, SIGNALS
 from resources.experiment.links_design import LINK1, LINK2, SELECTION_ARMS
 from resources.experiment.on_task import on_task_rule, on_task_share
@@ -151,3 +153,21 @@ def check_links(out: Path, document: dict, effect: dict) -> None:
             assert record["shift_mean_influence"] == pytest.approx(scores.mean())
             assert record["shift_positive_share"] == pytest.approx((scores > 0).mean())
             assert record["same_data_as_effect_record"] is True
+
+
+def test_task_options_replace_the_profiles_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings("effect")
+    monkeypatch.chdir(PROJECT_ROOT)
+    same = with_task(settings, "data/reference_math.jsonl", "data/heldout_math.jsonl", "arithmetic")
+    assert same == settings, "the profile's own task files, given on the command line, are the same design"
+    reference, heldout = task_files(tmp_path / "task")
+    monkeypatch.chdir(tmp_path)
+    other = with_task(settings, "task/reference_math.jsonl", heldout, ON_TASK)
+    assert (other.data.reference_set, other.data.heldout_set) == (reference, heldout), "from the working directory"
+    assert other.experiment.on_task == ON_TASK and other.data.seed_prompts == settings.data.seed_prompts
+    with pytest.raises(SettingsError, match="task/missing.jsonl does not exist"):
+        with_task(settings, "task/missing.jsonl")
+    with pytest.raises(SettingsError, match="experiment.on_task: .*unknown on-task rule 'vibes'"):
+        with_task(settings, on_task="vibes")
+    assert main(["experiment", "--on-task", "regex: (", "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists(), "nothing is written for a bad option"
