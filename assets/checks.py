@@ -54,7 +54,7 @@ def build_round_checks(round_number: int) -> list[AssetChecksDefinition]:
     def no_near_duplicates(synthesis: SynthesisSettings, synthetic_instructions: pl.DataFrame) -> AssetCheckResult:
         """No two kept instructions have ROUGE-L F1 above the dedup threshold."""
         kept = synthetic_instructions.filter(pl.col("kept"))["instruction"].to_list()
-        verdicts = dedup_rouge_l_detailed(kept, synthesis.rouge_threshold)
+        verdicts = dedup_rouge_l_detailed(kept, synthesis.rouge_threshold, script=synthesis.script)
         offenders = [text for text, verdict in zip(kept, verdicts, strict=True) if not verdict.keep]
         worst = max((v.max_rouge for v in verdicts), default=0.0)
         return AssetCheckResult(passed=not offenders, metadata={"max_pairwise_rouge_l": worst,

@@ -173,8 +173,10 @@ def test_bad_gzip_content_names_the_file(tmp_path: Path) -> None:
 
 
 def test_non_english_rows_load_in_every_text_format(tmp_path: Path) -> None:
-    rows = [{"id": "ko", "instruction": "한국의 전통 음식을 세 가지 소개해 주세요.", "response": "김치, 불고기, 비빔밥."},
-            {"id": "de", "instruction": "Erklären Sie den Unterschied zwischen Straße und Gasse.", "response": "Größe."}]
+    rows = [
+        {"id": "ko", "instruction": "한국의 전통 음식을 세 가지 소개해 주세요.", "response": "김치, 불고기."},
+        {"id": "de", "instruction": "Erklären Sie den Unterschied zwischen Straße und Gasse.", "response": "Größe."},
+    ]
     for name in ("data.jsonl", "data.csv", "data.tsv", "data.json.gz"):
         assert load_examples(str(WRITERS[name](tmp_path / name, rows)), COLUMNS, 2000).to_dicts() == rows
 
