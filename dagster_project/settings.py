@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from assets.config import (
     PROJECT_ROOT,
+    AutomationSettings,
     DataSettings,
     DPOSettings,
     EvaluationSettings,
@@ -49,6 +50,7 @@ class Settings(StrictModel):
     models: ModelSettings = Field(default_factory=ModelSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     synthesis: SynthesisSettings = Field(default_factory=SynthesisSettings)
