@@ -3,6 +3,7 @@ the compact style's prompts, and whole runs on a tiny model."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -126,6 +127,10 @@ class ScriptedTeacher:
         self.calls: list[list[str]] = []
         self.fail_on_call = fail_on_call
 
+    def batch_prompts(self, params: SamplingParams) -> int:
+        """Each prompt is seeded on its own."""
+        return 1
+
     def generate(self, prompts: list[str], params: SamplingParams, progress: Progress | None = None) -> list[list[str]]:
         self.calls.append(prompts)
         if len(self.calls) == self.fail_on_call:
@@ -236,6 +241,29 @@ def test_any_script_synthesis_runs_on_a_tiny_model(model_cache: Path) -> None:
                        KOREAN_SEEDS["instruction"].to_list(), log=lambda _: None)
     assert table.height == 6 and set(table["filters"]) == {"self_instruct+any_script"}
     assert not set(table["verdict"]) & {"non_ascii", "non_ascii_start"}
+
+
+def test_cache_keeps_the_generations_of_unchanged_sampling_groups(model_cache: Path, tmp_path: Path) -> None:
+    model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:teacher", model_cache))
+    params = SamplingParams(max_new_tokens=6, n=2, seed=4)
+    prompts = [chat_prompt(tokenizer, f"Write about {word}.") for word in WORDS[:7]]
+    store = TableStore(str(tmp_path / "tables"))
+    logged: list[str] = []
+
+    def cached() -> tuple[ChunkedGeneration, TransformersGenerator]:
+        generator = TransformersGenerator(model, tokenizer, batch_size=4)  # 2 prompts x 2 samples per batch
+        return ChunkedGeneration(generator, store, "tiny", chunk_size=6, log=logged.append), generator
+
+    first, _ = cached()
+    assert first.generate(prompts, params) == TransformersGenerator(model, tokenizer, 4).generate(prompts[:6], params) \
+        + TransformersGenerator(model, tokenizer, 4).generate(prompts[6:], dataclasses.replace(params, seed=10))
+    changed = [*prompts[:3], chat_prompt(tokenizer, "Write about tides."), *prompts[4:]]  # group [2, 4) changed
+    again, generator = cached()
+    outputs = again.generate(changed, params)
+    assert generator.stats.prompts == 2 and logged[-1].endswith("reused 5 of 7 prompts from saved chunks, generated 2")
+    fresh = ChunkedGeneration(TransformersGenerator(model, tokenizer, 4), TableStore(str(tmp_path / "other")),
+                              "tiny", chunk_size=6, log=logged.append)
+    assert outputs == fresh.generate(changed, params)  # what a run without the cache writes
 
 
 def test_official_synthesis_runs_on_a_tiny_model(model_cache: Path) -> None:
