@@ -111,13 +111,12 @@ def test_automation_is_off_by_default_and_can_leave_gpu_stages_manual(tmp_path: 
         path = tmp_path / "auto.yaml"
         path.write_text(yaml.safe_dump(raw))
         graph = build_definitions(str(path)).resolve_asset_graph()
-        return {key.to_user_string(): graph.get(key).automation_condition and graph.get(key).automation_condition.label
-                for key in graph.get_all_asset_keys()}
+        return {key.to_user_string(): graph.get(key).automation_condition for key in graph.get_all_asset_keys()}
 
     default = conditions()
     assert {name for name, condition in default.items() if condition} == {
         "seed_prompts_file", "reference_set_file", "heldout_set_file"}  # observed every 10 minutes, nothing launched
     assert set(conditions(observe_every_minutes=0).values()) == {None}
     manual = conditions(mode="on_change", manual=["gpu", "evaluation_report"])
-    assert {name for name, condition in manual.items() if condition == "on_change"} == {
+    assert {name for name, condition in manual.items() if condition and condition.label == "on_change"} == {
         "seed_prompts", "reference_set", "heldout_set", "preference_pairs"}
