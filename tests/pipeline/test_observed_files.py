@@ -52,7 +52,8 @@ def test_changed_files_make_exactly_their_descendants_stale(
             s3.upload_file(str(DATA / file), "montessori", f"data/{file}")
     else:
         locations = {name: str(shutil.copy(DATA / file, tmp_path / file)) for name, (file, _) in FILES.items()}
-    profile = write_profile(tmp_path, model_cache, data=locations, automation={"mode": "on_change"})
+    profile = write_profile(tmp_path, model_cache, data=locations,
+                            automation={"mode": "on_change", "observe_every_minutes": 0})  # observed by the CLI
 
     def append(name: str) -> None:
         file, line = FILES[name]
