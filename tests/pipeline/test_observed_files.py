@@ -41,6 +41,7 @@ def requested(result) -> set[str]:  # noqa: ANN001 - EvaluateAutomationCondition
     return {r.key.to_user_string() for r in result.results if isinstance(r.key, AssetKey) and r.true_subset.size}
 
 
+@pytest.mark.timeout(1800)  # one full tiny pipeline and three partial reruns
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_changed_files_make_exactly_their_descendants_stale(
     tmp_path: Path, model_cache: Path, dagster_home: Path, capsys, request, where: str  # noqa: ANN001
