@@ -10,6 +10,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetIn,
     AssetKey,
+    AutomationCondition,
     asset_check,
 )
 
@@ -21,6 +22,9 @@ from resources.generation.interface import SamplingParams
 from resources.storage.tables import MANIFEST_FILE, TableStore, folder_hash
 from resources.synthesis.text_filters import dedup_rouge_l_detailed
 
+# Under automation (dagster_project/automation.py) a check runs in the automated run that materializes its asset.
+WITH_ITS_ASSET = AutomationCondition.any_deps_match(AutomationCondition.will_be_requested()).with_label(
+    "with_its_asset")
 REQUIRED_COLUMNS = {
     "synthetic_instructions": ["prompt_id", "prompt", "teacher_prompt", "raw_output", "instruction", "verdict", "kept",
                                "response", "candidate_id"],
@@ -45,22 +49,23 @@ def build_round_checks(round_number: int) -> list[AssetChecksDefinition]:
     synthetic_key = round_key_path("synthetic_instructions", round_number)
     teacher_key = round_key_path("teacher_checkpoint", round_number)
 
-    @asset_check(asset=synthetic_key, blocking=True)
+    @asset_check(automation_condition=WITH_ITS_ASSET, asset=synthetic_key, blocking=True)
     def synthetic_instructions_schema(synthetic_instructions: pl.DataFrame) -> AssetCheckResult:
         """Every audit column is present and some rows exist."""
         return schema_result("synthetic_instructions", synthetic_instructions)
 
-    @asset_check(asset=synthetic_key, blocking=True)
+    @asset_check(automation_condition=WITH_ITS_ASSET, asset=synthetic_key, blocking=True)
     def no_near_duplicates(synthesis: SynthesisSettings, synthetic_instructions: pl.DataFrame) -> AssetCheckResult:
         """No two kept instructions have ROUGE-L F1 above the dedup threshold."""
         kept = synthetic_instructions.filter(pl.col("kept"))["instruction"].to_list()
-        verdicts = dedup_rouge_l_detailed(kept, synthesis.rouge_threshold)
+        verdicts = dedup_rouge_l_detailed(kept, synthesis.rouge_threshold, script=synthesis.script)
         offenders = [text for text, verdict in zip(kept, verdicts, strict=True) if not verdict.keep]
         worst = max((v.max_rouge for v in verdicts), default=0.0)
         return AssetCheckResult(passed=not offenders, metadata={"max_pairwise_rouge_l": worst,
                                                                 "near_duplicates": len(offenders)})
 
-    @asset_check(asset=round_key_path("influence_scores", round_number), blocking=True)
+    @asset_check(asset=round_key_path("influence_scores", round_number), blocking=True,
+                 automation_condition=WITH_ITS_ASSET)
     def influence_scores_valid(influence_scores: pl.DataFrame) -> AssetCheckResult:
         """Required columns present and every loss finite."""
         result = schema_result("influence_scores", influence_scores)
@@ -68,7 +73,8 @@ def build_round_checks(round_number: int) -> list[AssetChecksDefinition]:
         finite = bool(losses.select(pl.all().is_finite().all()).row(0) == (True,) * losses.width)
         return AssetCheckResult(passed=result.passed and finite, metadata={**result.metadata, "all_finite": finite})
 
-    @asset_check(asset=round_key_path("preference_pairs", round_number), blocking=True)
+    @asset_check(asset=round_key_path("preference_pairs", round_number), blocking=True,
+                 automation_condition=WITH_ITS_ASSET)
     def pairs_are_ordered(preference_pairs: pl.DataFrame) -> AssetCheckResult:
         """Every pair has chosen != rejected and score(chosen) > score(rejected) under its signal."""
         bad = preference_pairs.filter(
@@ -78,7 +84,8 @@ def build_round_checks(round_number: int) -> list[AssetChecksDefinition]:
         return AssetCheckResult(passed=schema.passed and bad.height == 0,
                                 metadata={**schema.metadata, "misordered_pairs": bad.height})
 
-    @asset_check(asset=teacher_key, blocking=True, **on_gpu("teacher_loads_and_generates"))
+    @asset_check(asset=teacher_key, blocking=True, automation_condition=WITH_ITS_ASSET,
+                 **on_gpu("teacher_loads_and_generates"))
     def teacher_loads_and_generates(
         stores: Stores, runtime: Runtime, generation: GenerationBackend, teacher_checkpoint: pl.DataFrame
     ) -> AssetCheckResult:
@@ -100,7 +107,7 @@ def build_round_checks(round_number: int) -> list[AssetChecksDefinition]:
 def build_final_checks(last_round: int) -> list[AssetChecksDefinition]:
     """The checks of the final dataset against the last round's teacher and the baseline."""
 
-    @asset_check(asset="student_dataset", blocking=True,
+    @asset_check(automation_condition=WITH_ITS_ASSET, asset="student_dataset", blocking=True,
                  additional_ins={"teacher_checkpoint": AssetIn(round_key_path("teacher_checkpoint", last_round))})
     def student_dataset_names_its_teacher(
         student_dataset: pl.DataFrame, teacher_checkpoint: pl.DataFrame
@@ -112,7 +119,7 @@ def build_final_checks(last_round: int) -> list[AssetChecksDefinition]:
         return AssetCheckResult(passed=schema.passed and found == [expected],
                                 metadata={**schema.metadata, "expected": expected, "found": ", ".join(found)})
 
-    @asset_check(asset="student_dataset", additional_deps=["baseline_dataset"])
+    @asset_check(automation_condition=WITH_ITS_ASSET, asset="student_dataset", additional_deps=["baseline_dataset"])
     def diversity_not_collapsed(
         context: AssetCheckExecutionContext, evaluation: EvaluationSettings, stores: Stores,
         student_dataset: pl.DataFrame,

@@ -15,11 +15,12 @@ from assets.config import (
     SynthesisSettings,
 )
 from assets.influence import score_candidates
-from assets.output import table_output
+from assets.output import recorded_path, table_output
 from assets.placement import on_gpu, round_key_path
 from assets.synthesis import synthesize_table, verdict_counts
 from resources.preference.selection import score_columns, select_rows
 from resources.preference.weighting import curriculum, sample_weights
+from resources.storage.tables import TableStore
 
 UNTUNED = "untuned"
 
@@ -34,12 +35,28 @@ def _final_rows(
     table, tokens = synthesize_table(synthesis, runtime, generation, stores, teacher_folder, seed_prompts,
                                      prompts.num_prompts, prompts.seed_offset, context.log.info)
     dataset = table.filter(pl.col("kept")).select(
-        "candidate_id", "prompt_id", "instruction", "response",
-        teacher_version=pl.lit(teacher_version), source_run=pl.lit(context.run.run_id),
+        "candidate_id", "prompt_id", "instruction", "response", teacher_version=pl.lit(teacher_version),
     )
     if dataset.height == 0:
         raise ValueError(f"the teacher ({teacher_version}) produced no usable instruction: {verdict_counts(table)}")
-    return dataset, {"verdicts": verdict_counts(table), "generation": tokens}
+    return _first_runs(context, stores, dataset), {"verdicts": verdict_counts(table), "generation": tokens}
+
+
+ROW_IDENTITY = ["candidate_id", "teacher_version"]  # the same text (candidate_id hashes it) by the same teacher
+
+
+def _first_runs(context: AssetExecutionContext, stores: Stores, dataset: pl.DataFrame) -> pl.DataFrame:
+    """``dataset`` with ``source_run``, the run that first wrote each row: a row also in this asset's latest stored
+    table (same candidate, same teacher) keeps that table's ``source_run``, a new row gets this run's id. The column is
+    provenance, outside the content hash (``PROVENANCE_COLUMNS``)."""
+    path = recorded_path(context.instance, context.asset_key)
+    earlier = pl.DataFrame(schema={**dict.fromkeys(ROW_IDENTITY, pl.String), "source_run": pl.String})
+    if path is not None and path.exists():
+        stored = TableStore.read(path, stores.retry_policy)
+        if {*ROW_IDENTITY, "source_run"} <= set(stored.columns):
+            earlier = stored.select(*ROW_IDENTITY, "source_run").unique(ROW_IDENTITY, keep="first")
+    return dataset.join(earlier, on=ROW_IDENTITY, how="left", maintain_order="left").with_columns(
+        source_run=pl.col("source_run").fill_null(context.run.run_id))
 
 
 def build_student_dataset(last_round: int) -> AssetsDefinition:
@@ -55,9 +72,9 @@ def build_student_dataset(last_round: int) -> AssetsDefinition:
         teacher_checkpoint: pl.DataFrame, seed_prompts: pl.DataFrame, warm_student: pl.DataFrame,
         reference_set: pl.DataFrame,
     ) -> Output[pl.DataFrame]:
-        """Instruction/response pairs by the tuned teacher; every row names its teacher_version and run. With
-        ``student_dataset.order: curriculum``, ``sample_weights`` or a scored ``select`` rule each row is also scored
-        for influence; ``select`` keeps a share of the rows."""
+        """Instruction/response pairs by the tuned teacher; every row names its teacher_version and the run that
+        first wrote it. With ``student_dataset.order: curriculum``, ``sample_weights`` or a scored ``select`` rule
+        each row is also scored for influence; ``select`` keeps a share of the rows."""
         settings = student_dataset
         teacher_version = teacher_checkpoint["teacher_version"][0]
         folder = stores.checkpoint_store().local_folder(teacher_checkpoint["uri"][0])

@@ -6,7 +6,7 @@ gives the final dataset, the baseline, the evaluation, the report and their chec
 from dagster import AssetChecksDefinition, AssetsDefinition
 
 from assets.checks import build_final_checks, build_round_checks
-from assets.data import heldout_set, reference_set, seed_prompts
+from assets.data import OBSERVED_FILES, heldout_set, reference_set, seed_prompts
 from assets.dataset import baseline_dataset, build_student_dataset
 from assets.evaluation import build_evaluation_report, student_evaluation
 from assets.influence import build_influence, build_warm_student
@@ -39,6 +39,6 @@ def build_final(last_round: int) -> list[Stage]:
 
 
 def build_graph(rounds: int) -> list[Stage]:
-    """Every asset and check of a pipeline with ``rounds`` rounds."""
+    """Every asset and check of a pipeline with ``rounds`` rounds, the observed data files first."""
     rounds_stages = [stage for n in range(1, rounds + 1) for stage in build_round(n)]
-    return [seed_prompts, reference_set, heldout_set, *rounds_stages, *build_final(rounds)]
+    return [*OBSERVED_FILES, seed_prompts, reference_set, heldout_set, *rounds_stages, *build_final(rounds)]

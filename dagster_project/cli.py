@@ -15,17 +15,26 @@ from dagster import (
     Definitions,
 )
 
+from dagster_project.console import failed_steps
 from dagster_project.definitions import build_definitions, prepare_process
 from dagster_project.experiment import add_experiment_command
 from dagster_project.lineage import (
     export_provenance,
     file_stamp,
     find_materialization,
+    first_runs,
     lineage,
     protected_paths,
     versions,
 )
-from dagster_project.runs import ensure_dagster_home, execute_pipeline, run_summary
+from dagster_project.runs import (
+    ensure_dagster_home,
+    execute_pipeline,
+    observe_files,
+    run_summary,
+    storage_problems,
+    with_observed_inputs,
+)
 from dagster_project.settings import SettingsError, load_settings
 from dagster_project.staleness import asset_status
 from resources.storage.export import CardInfo, export_dataset, push_to_hub
@@ -46,10 +55,19 @@ def _load(profile: str) -> tuple[Definitions, DagsterInstance]:
     return defs, DagsterInstance.get()
 
 
-def status(args: argparse.Namespace) -> int:
-    """Print every asset as fresh / stale (and why) / missing."""
-    defs, instance = _load(args.profile)
+def _observed_status(defs: Definitions, instance: DagsterInstance) -> dict[str, dict[str, str]]:
+    """Observe the data files, then every asset's status; a file that cannot be observed is an error row."""
+    unobserved = observe_files(defs, instance)
     report = asset_status(defs, instance)
+    for name, cause in unobserved.items():
+        report[name] = {"status": "error", "reason": f"cannot observe: {cause}"}
+    return report
+
+
+def status(args: argparse.Namespace) -> int:
+    """Observe the data files, then print every asset as fresh / stale (and why) / missing."""
+    defs, instance = _load(args.profile)
+    report = _observed_status(defs, instance)
     if args.json:
         print(json.dumps(report))
     else:
@@ -78,12 +96,16 @@ def audit(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     tree = lineage(instance, record)
+    path = args.target if args.target.endswith(".parquet") else str(tree["metadata"].get("path", ""))
     stamp = file_stamp(args.target) if args.target.endswith(".parquet") else {}
+    rows_by_run = first_runs(path) if path.endswith(".parquet") and not tree["metadata"].get("pruned") else {}
     if args.json:
-        print(json.dumps({"file": stamp, "lineage": tree}, default=str))
+        print(json.dumps({"file": stamp, "first_runs": rows_by_run, "lineage": tree}, default=str))
     else:
         if stamp:
             print(f"file {args.target}: " + ", ".join(f"{k}={v}" for k, v in stamp.items()))
+        for run_id, rows in rows_by_run.items():
+            print(f"{rows} row(s) first written by run {run_id}")
         _print_lineage(tree)
     return 0
 
@@ -91,10 +113,16 @@ def audit(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Materialize the graph (or ``--select``) for ``--profile``; print the summary."""
     defs, instance = _load(args.profile)
+    problems = storage_problems(defs.resources["stores"])
+    if problems:
+        print("\n".join(f"error: {problem}" for problem in problems), file=sys.stderr)
+        return 1
     selection = args.select
+    graph = defs.resolve_asset_graph()
     if args.stale_only:
-        report = asset_status(defs, instance)
-        selection = [AssetKey.from_user_string(n) for n, row in report.items() if row["status"] != "fresh"]
+        report = _observed_status(defs, instance)
+        selection = [key for key in map(AssetKey.from_user_string, report)
+                     if graph.get(key).is_materializable and report[key.to_user_string()]["status"] != "fresh"]
         if not selection:
             print("every asset is fresh; nothing to run")
             if args.json:
@@ -102,12 +130,17 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print("materializing stale or missing: " + ", ".join(k.to_user_string() for k in selection))
     if isinstance(selection, str):
-        selection = list(AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
-    result = execute_pipeline(args.profile, selection, instance)
+        selection = list(AssetSelection.from_string(selection).resolve(graph))
+    if selection is not None:
+        selection = with_observed_inputs(defs, selection)
+    result = execute_pipeline(args.profile, selection, instance, verbose=args.verbose)
     summary = run_summary(instance, result)
     _print_table(summary)
     if not result.success:
-        print(f"\nrun {result.run_id} FAILED; see the log above or the Dagster UI", file=sys.stderr)
+        where = "above" if args.verbose else "in the run's event log (Dagster UI) or with --verbose"
+        print(f"\nrun {result.run_id} FAILED (stack traces {where}); failed steps:", file=sys.stderr)
+        for step, cause in failed_steps(instance, result.run_id).items():
+            print(f"  {step}: {cause}", file=sys.stderr)
         return 1
     if "student_dataset" in summary:
         print(f"\nstudent dataset: {summary['student_dataset']['path']}")
@@ -186,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_parser.add_argument("--stale-only", action="store_true", help="materialize only stale and missing assets")
     run_parser.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    run_parser.add_argument("--verbose", action="store_true", help="print failures with their stack traces")
     run_parser.set_defaults(handler=run)
-    status_parser = commands.add_parser("status", help="fresh / stale / missing for every asset")
+    status_parser = commands.add_parser(
+        "status", help="observe the data files; fresh / stale / missing for each asset")
     status_parser.add_argument("--profile", default="demo", help="bundled profile name or settings file path")
     status_parser.add_argument("--json", action="store_true")
     status_parser.set_defaults(handler=status)

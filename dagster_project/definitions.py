@@ -24,6 +24,8 @@ from dagster import (
 )
 
 from assets.rounds import Stage, build_graph
+from dagster_project.automation import automation_sensor, with_automation
+from dagster_project.console import CONSOLE
 from dagster_project.kubernetes import k8s_executor
 from dagster_project.resources import build_resources
 from dagster_project.settings import Settings, load_settings
@@ -51,15 +53,18 @@ def _executor(settings: Settings, profile: str, stages: list[Stage]) -> Executor
 
 
 def build_definitions(profile: str) -> Definitions:
-    """Definitions of every stage for ``profile``: its resources, and each asset versioned by what it declares."""
+    """Definitions of every stage for ``profile``: its resources, each asset versioned by what it declares, the
+    observed data files, and the automation conditions and sensor of the ``automation`` block."""
     settings = load_settings(profile)
     resources = build_resources(settings)
-    stages = with_code_versions(build_graph(settings.rounds), resources)
+    stages = with_automation(with_code_versions(build_graph(settings.rounds), resources), settings.automation)
     return Definitions(
         assets=[stage for stage in stages if isinstance(stage, AssetsDefinition)],
         asset_checks=[stage for stage in stages if not isinstance(stage, AssetsDefinition)],
         executor=_executor(settings, profile, stages),
-        jobs=[define_asset_job(PIPELINE_JOB, AssetSelection.all())],
+        jobs=[define_asset_job(PIPELINE_JOB, AssetSelection.all(include_sources=True))],
+        sensors=[automation_sensor(settings.automation)],
+        loggers=CONSOLE,
         resources=resources,
     )
 

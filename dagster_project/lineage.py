@@ -146,6 +146,15 @@ def export_provenance(
     return provenance
 
 
+def first_runs(path: str) -> dict[str, int]:
+    """How many rows of the table at ``path`` each run first wrote (its ``source_run`` column, kept across reruns
+    that write the same rows); empty for a table without one."""
+    table = TableStore.read(path)
+    if "source_run" not in table.columns:
+        return {}
+    return dict(table["source_run"].value_counts(sort=True).iter_rows())
+
+
 def file_stamp(path: str) -> dict[str, str]:
     """What a copied dataset file says about itself (run id, asset, teacher_version, content hash); Parquet's own
     entries (the Arrow schema) are left out."""

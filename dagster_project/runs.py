@@ -1,5 +1,5 @@
-"""Running the pipeline from Python: the Dagster instance's home, one materialization of a profile's graph, and
-the per-asset summary of a finished run. Shared by the CLI and the experiments."""
+"""Running the pipeline from Python: the Dagster instance's home, observing the data files, one materialization of
+a profile's graph, and the per-asset summary of a finished run. Shared by the CLI and the experiments."""
 
 from __future__ import annotations
 
@@ -7,10 +7,21 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, JobExecutionResult, build_reconstructable_job, execute_job
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    JobExecutionResult,
+    build_reconstructable_job,
+    execute_job,
+)
 
-from dagster_project.definitions import pipeline_job
+from assets.config import Stores
+from dagster_project.console import failed_steps
+from dagster_project.definitions import PIPELINE_JOB, pipeline_job
 from dagster_project.settings import PROJECT_ROOT
+from resources.storage.retry import StorageError
+from resources.storage.tables import check_writable
 
 INSTANCE_DEFAULTS = Path(__file__).parent / "instance.yaml"  # what `make ui` gives a new DAGSTER_HOME
 
@@ -53,16 +64,60 @@ def run_summary(instance: DagsterInstance, result) -> dict[str, dict[str, object
     return summary
 
 
+def console(verbose: bool = False) -> dict:
+    """Run config of the console logger: INFO, one line per message (stack traces with ``verbose``)."""
+    return {"loggers": {"console": {"config": {"log_level": "INFO", "verbose": verbose}}}}
+
+
+OBSERVATION_TAG = "montessori/observation"
+
+
+def observed_files(defs: Definitions) -> list[AssetKey]:
+    """The observed data files of the graph (its observable source assets)."""
+    graph = defs.resolve_asset_graph()
+    return sorted(key for key in graph.get_all_asset_keys() if graph.get(key).is_observable)
+
+
+def with_observed_inputs(defs: Definitions, selection: Sequence[AssetKey]) -> list[AssetKey]:
+    """``selection`` plus the observed files it reads, so that the run observes them before loading them."""
+    graph = defs.resolve_asset_graph()
+    files = {parent for key in selection for parent in graph.get(key).parent_keys if graph.get(parent).is_observable}
+    return [*sorted(files), *selection]
+
+
+def observe_files(defs: Definitions, instance: DagsterInstance) -> dict[str, str]:
+    """Observe every data file in this process (one short run, in-process whatever the executor): each file's content
+    hash becomes its data version. Returns the files that could not be observed, with the cause in one line."""
+    result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
+        instance=instance, asset_selection=observed_files(defs), raise_on_error=False,
+        tags={OBSERVATION_TAG: "cli"}, run_config=console(),
+    )
+    return {step.removeprefix("observe_"): cause for step, cause in failed_steps(instance, result.run_id).items()}
+
+
+def storage_problems(stores: Stores) -> list[str]:
+    """Each storage setting whose location cannot be written (tried with a small probe file, transient faults
+    retried), named with its path and the reason; empty when every location is writable."""
+    problems = []
+    for setting, location in stores.locations().items():
+        try:
+            check_writable(location, stores.retry_policy)
+        except StorageError as exc:
+            problems.append(f"{setting}: {location} is not writable: {exc}")
+    return problems
+
+
 def execute_pipeline(
     profile: str, selection: Sequence[AssetKey] | None, instance: DagsterInstance,
-    tags: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None, verbose: bool = False,
 ) -> JobExecutionResult:
-    """Materialize ``selection`` (None: every asset) of ``profile`` in ``instance``, through a reconstructable
-    pointer so that every worker process (multiprocess executor) rebuilds exactly this profile's job."""
+    """Materialize ``selection`` (None: every asset, the data files observed first) of ``profile`` in ``instance``,
+    through a reconstructable pointer so that every worker process (multiprocess executor) rebuilds exactly this
+    profile's job. The console shows one line per message; ``verbose`` adds failures' stack traces."""
     return execute_job(
         build_reconstructable_job("dagster_project.definitions", pipeline_job.__name__, (profile,)),
         instance=instance,
         asset_selection=selection,
         tags={"montessori/profile": profile, **(tags or {})},
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        run_config=console(verbose),
     )

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from assets.config import (
     PROJECT_ROOT,
+    AutomationSettings,
     DataSettings,
     DPOSettings,
     EvaluationSettings,
@@ -51,6 +52,7 @@ class Settings(StrictModel):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     experiment: ExperimentSettings = Field(default_factory=ExperimentSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     synthesis: SynthesisSettings = Field(default_factory=SynthesisSettings)

@@ -24,9 +24,10 @@ def code_version(required: set[str], resources: Mapping[str, ConfigurableResourc
 def with_code_versions(
     stages: list[AssetsDefinition | AssetChecksDefinition], resources: Mapping[str, ConfigurableResource]
 ) -> list[AssetsDefinition | AssetChecksDefinition]:
-    """Every asset with its code version derived from the resources it declares (checks are left as they are)."""
+    """Every asset with its code version derived from the resources it declares (checks and observed files are left
+    as they are: a file's data version is its content)."""
     return [
-        stage if isinstance(stage, AssetChecksDefinition) or not stage.specs else stage.map_asset_specs(
+        stage if isinstance(stage, AssetChecksDefinition) or not stage.is_materializable else stage.map_asset_specs(
             lambda spec, stage=stage: spec.replace_attributes(
                 code_version=code_version(set(stage.required_resource_keys), resources)
             )

@@ -37,7 +37,7 @@ def run_json(capsys, *args: str) -> dict | list:  # noqa: ANN001 - pytest's caps
     captured = capsys.readouterr()
     out = captured.out.strip().splitlines()
     errors = [line for line in captured.err.splitlines() if "Error" in line]
-    assert code == 0, (out[-20:], errors[-5:])
+    assert code == 0, (out[-20:], errors[-5:], captured.err.splitlines()[-5:])
     return json.loads(out[-1])
 
 

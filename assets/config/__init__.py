@@ -2,8 +2,8 @@
 
 - :mod:`~assets.config.base` - strict bases, ``versioned_config`` (what enters code versions), the path resolver
 - :mod:`~assets.config.infrastructure` - the ``runtime``, ``models``, ``storage``, ``data``, ``experiment``,
-  ``kubernetes`` and ``export`` blocks, and the resources made of them (``Runtime``, ``GenerationBackend``,
-  ``TrainingLauncher``, ``ModelSource``, ``Stores``, ``ExampleSource``)
+  ``automation``, ``kubernetes`` and ``export`` blocks, and the resources made of them (``Runtime``,
+  ``GenerationBackend``, ``TrainingLauncher``, ``ModelSource``, ``Stores``, ``ExampleSource``)
 - :mod:`~assets.config.stages` - one block per stage (``synthesis``, ``warmup``, ``influence``, ``pairs``, ``dpo``,
   ``student_dataset``, ``evaluation``), each the resource its assets declare
 
@@ -15,6 +15,7 @@ declares (``dagster_project/versions.py``), so an asset that starts reading a ne
 from assets.config.base import PROJECT_ROOT, StrictConfig, StrictModel, StrictResource, by_name, resolve_path
 from assets.config.infrastructure import (
     DATA_FILES,
+    AutomationSettings,
     DataSettings,
     ExampleSource,
     Executor,
@@ -45,7 +46,8 @@ from assets.config.stages import (
 )
 
 __all__ = [
-    "DATA_FILES", "PROJECT_ROOT", "DPOSettings", "DataSettings", "EvaluationSettings", "ExampleSource", "Executor",
+    "DATA_FILES", "PROJECT_ROOT", "AutomationSettings",
+    "DPOSettings", "DataSettings", "EvaluationSettings", "ExampleSource", "Executor",
     "ExperimentSettings", "ExportSettings", "FinalPromptSettings", "GenerationBackend", "GenerationSettings",
     "InfluenceSettings", "KubernetesSettings", "LoraSettings", "ModelSettings", "ModelSource", "PairSettings",
     "Runtime", "RuntimeSettings", "StorageSettings", "Stores", "StrictConfig", "StrictModel", "StrictResource",

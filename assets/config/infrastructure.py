@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
-from pydantic import BaseModel, Field, create_model, field_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
 
 from assets.config.base import StrictConfig, StrictModel, StrictResource, resolve_path
 from resources.experiment.on_task import on_task_rule
@@ -206,6 +206,11 @@ class Stores(StrictResource):
         """The store of the content-keyed caches (generation chunks, influence scores); may be shared by profiles."""
         return TableStore(self.cache, self.retry_policy)
 
+    def locations(self) -> dict[str, str]:
+        """Every location the stores write to, by the setting that names it (``storage.tables``, ...)."""
+        found = {"storage.tables": self.tables, "storage.checkpoints": resolve_path(self.storage.checkpoints)}
+        return found | ({"storage.cache": self.cache} if self.storage.cache else {})
+
     def checkpoint_store(self) -> CheckpointStore:
         """The checkpoint store (content-addressed model folders)."""
         return CheckpointStore(resolve_path(self.storage.checkpoints), self.model_cache, self.retry_policy)
@@ -269,6 +274,36 @@ class ExperimentSettings(StrictModel):
     def _known_rule(cls, value: str) -> str:
         on_task_rule(value)  # raises ValueError naming the accepted forms
         return value
+
+
+class AutomationSettings(StrictModel):
+    """Dagster's declarative automation on the graph, evaluated by the daemon (``make ui`` runs one). Also written
+    as a scalar: ``automation: on_change``."""
+
+    mode: Literal["off", "on_change"] = Field(
+        "off",
+        description="on_change: a stage whose input changed (an observed data file with new content, an upstream "
+        "table with a new data version) or whose settings changed is launched by itself, once, with its stale "
+        "descendants; a stage that fails is not retried until an input changes again. off: stages run when launched",
+    )
+    manual: list[str] = Field(
+        [], description="stages on_change never launches: asset names (e.g. teacher_checkpoint), or gpu for every "
+        "stage that runs a model; they stay stale until run by hand, and so do their descendants",
+    )
+    observe_every_minutes: int = Field(
+        10, ge=0, le=59,
+        description="the daemon re-hashes the data files every this many minutes (one observation run), so the "
+        "UI's stale badges and on_change follow edits; 0: only on demand (the UI's Observe button, every "
+        "montessori command)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar(cls, value: Any) -> Any:
+        """``automation: on_change`` / ``automation: off`` (YAML reads a bare off as false) mean the mode."""
+        if value is False:
+            return {"mode": "off"}
+        return {"mode": value} if isinstance(value, str) else value
 
 
 class KubernetesSettings(StrictModel):

@@ -50,6 +50,13 @@ class SynthesisSettings(StrictResource):
         description="official: the authors' (<=5 or >400 characters, 13-word task list, first character ASCII, "
         "<input> tags removed); self_instruct: 5-400 words, whole text ASCII, the Self-Instruct 18-word list",
     )
+    script: Literal["ascii", "any"] = Field(
+        "ascii",
+        description="ascii (both reference codes): the filters' ASCII rule (official: the first character must be "
+        "ASCII; self_instruct: the whole text) and ROUGE-L on rouge_score's [a-z0-9] tokens; any: instructions in "
+        "any script pass (e.g. Korean or German seeds) and ROUGE-L compares Unicode words (Han and kana: each "
+        "character), so near-duplicates in other scripts are caught. Recorded in the filters column",
+    )
     samples_per_prompt: int = Field(4, gt=0)
     instruction: GenerationSettings = GenerationSettings()
     response: GenerationSettings = GenerationSettings(

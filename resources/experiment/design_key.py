@@ -25,10 +25,13 @@ SPEED_ONLY = {"dpo": {"activation_checkpointing"}, "evaluation": {"activation_ch
 are the same): never in the key, so turning them on or off does not redo stored results."""
 ADDED_SINCE_DESIGN_2: dict[str, dict[str, Any]] = {
     "student_dataset": {"select": "none", "select_share": 0.5},
+    "synthesis": {"script": "ascii"},
     "experiment": {"on_task": "arithmetic"},
 }
 """Settings added after design 2 ran, with the value that does what design 2 did (no selection in the pipeline's
 final dataset; the link-1 arms' size is a new job kind, not a change to design 2's jobs; the arithmetic rule)."""
+NOT_DESIGN = {"storage", "automation"}
+"""Blocks that never change a result: where tables go (set per run) and when stages are launched."""
 DESIGN_2_FILES = {
     "seed_prompts": "053855d434fcfc90",
     "reference_set": "fb520d485a8f91e5",
@@ -48,7 +51,7 @@ def design_key(document: Mapping[str, Any], files: Mapping[str, str]) -> str:
     files have the contents ``files`` (role -> content digest)."""
     design: dict[str, Any] = {}
     for block, value in document.items():
-        if block == "storage":  # set per run
+        if block in NOT_DESIGN:
             continue
         if isinstance(value, dict):
             neutral = ADDED_SINCE_DESIGN_2.get(block, {})

@@ -67,6 +67,11 @@ class Generator(Protocol):
         """Return, for each prompt, ``params.n`` completions (prompt text excluded)."""
         ...
 
+    def batch_prompts(self, params: SamplingParams) -> int:
+        """How many consecutive prompts of a call are sampled together (``params.seed`` + their offset in the call
+        seeds the group): a group's completions depend on its own prompts and seed only, so a cache can keep it."""
+        ...
+
 
 def rate_logger(logger: Callable[[str], None], label: str) -> Progress:
     """A progress callback that logs done/total, rate and ETA."""

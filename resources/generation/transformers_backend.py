@@ -58,9 +58,13 @@ class TransformersGenerator:
             return self._generate_batch(batch, params)
 
         started = time.perf_counter()
-        results = halving_on_oom(prompts, max(1, self.batch_size // params.n), run, progress)
+        results = halving_on_oom(prompts, self.batch_prompts(params), run, progress)
         self.stats += GenerationStats(seconds=time.perf_counter() - started)
         return results
+
+    def batch_prompts(self, params: SamplingParams) -> int:
+        """Prompts per forward batch (``batch_size`` sequences, ``params.n`` per prompt), seeded together."""
+        return max(1, self.batch_size // params.n)
 
     def _generate_batch(self, prompts: list[str], params: SamplingParams) -> list[list[str]]:
         self.tokenizer.padding_side = "left"

@@ -73,6 +73,10 @@ class VLLMGenerator:
             progress(len(prompts), len(prompts))
         return [[choice.text for choice in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]
 
+    def batch_prompts(self, params: SamplingParams) -> int:
+        """1: every prompt has its own sampling seed (``params.seed`` + its index)."""
+        return 1
+
     def _sampling(self, params: SamplingParams, seed: int) -> Any:
         greedy = params.temperature == 0
         return self.vllm.SamplingParams(

@@ -40,10 +40,17 @@ def is_local(path: UPath | str) -> bool:
     return UPath(path).protocol in ("", "file", "local")
 
 
+PROVENANCE_COLUMNS = ("source_run",)
+"""Columns naming the run that first wrote a row: provenance, not content. They stay out of a table's content hash,
+so a rerun that writes the same rows gets the same data version (and keeps the stored file, with its first run)."""
+
+
 def frame_hash(df: pl.DataFrame) -> str:
-    """Content hash of a table (schema and rows, in order), stable across processes."""
-    digest = hashlib.sha256(str(df.schema).encode())
-    digest.update(df.write_ndjson().encode())
+    """Content hash of a table (schema and rows, in order, :data:`PROVENANCE_COLUMNS` left out), stable across
+    processes."""
+    content = df.drop(PROVENANCE_COLUMNS, strict=False)
+    digest = hashlib.sha256(str(content.schema).encode())
+    digest.update(content.write_ndjson().encode())
     return digest.hexdigest()
 
 
@@ -111,6 +118,14 @@ def read_bytes(path: UPath | str, policy: RetryPolicy = DEFAULT_POLICY) -> bytes
     """The bytes at ``path``, transient faults retried."""
     path = UPath(path)
     return retrying(path.read_bytes, f"reading {path}", policy)
+
+
+def check_writable(base: UPath | str, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+    """Raise :class:`~resources.storage.retry.StorageError` (naming the path and the reason) unless a small probe file
+    can be written under ``base`` and removed again (transient faults retried)."""
+    probe = UPath(base) / f".montessori-write-check-{uuid.uuid4().hex}"
+    publish_bytes(probe, b"", policy)
+    retrying(lambda: probe.unlink(missing_ok=True), f"removing {probe}", policy)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Loading and validating the user's instruction data sets with polars.
 
-A data set is a JSONL (``.jsonl``, ``.ndjson``; the default for other suffixes), JSON (a list of records),
-CSV or Parquet file, or a Hugging Face ``datasets`` folder written by ``save_to_disk``; local or on
-object storage (``s3://…``, through UPath/fsspec). A UTF-8 byte-order mark is accepted. Columns can be
+A data set is a JSONL (``.jsonl``, ``.ndjson``), JSON (a list of records), CSV, TSV or Parquet file, the text
+formats also gzip-compressed (``.jsonl.gz``, ``.json.gz``, ``.csv.gz``, ...), or a Hugging Face ``datasets`` folder
+written by ``save_to_disk``; local or on object storage (``s3://…``, through UPath/fsspec). Any other extension is
+refused with the list of supported ones. A UTF-8 byte-order mark is accepted. Columns can be
 mapped from the file's own names (e.g. Alpaca's ``output`` as ``response``); an ``input`` column, when
 present, is appended to the instruction after one space if it is not empty, as the official code joins
 Alpaca-style seeds. Without an ``id`` column each row gets a stable id derived from its content.
@@ -10,8 +11,10 @@ Alpaca-style seeds. Without an ``id`` column each row gets a stable id derived f
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +23,10 @@ from upath import UPath
 
 BOM = b"\xef\xbb\xbf"
 OPTIONAL_INPUT = "input"
+TEXT_FORMATS = {".jsonl": "JSONL", ".ndjson": "JSONL", ".json": "JSON", ".csv": "CSV", ".tsv": "TSV"}
+GZIP = ".gz"
+SUPPORTED = (f"{', '.join(TEXT_FORMATS)} (each also gzip-compressed, e.g. .jsonl.gz), .parquet, "
+             "or a Hugging Face datasets folder (save_to_disk)")
 
 
 class DataError(ValueError):
@@ -57,30 +64,64 @@ def _decode(path: str, raw: bytes) -> bytes:
     return raw
 
 
+def _format(path: str, location: UPath) -> tuple[str, bool]:
+    """The file's format suffix (e.g. ``.jsonl``) and whether it is gzip-compressed; an unknown one is refused."""
+    name = location.name.lower()
+    compressed = name.endswith(GZIP)
+    suffix = Path(name.removesuffix(GZIP)).suffix
+    if suffix in TEXT_FORMATS or (suffix == ".parquet" and not compressed):
+        return suffix, compressed
+    kind = (suffix + GZIP if compressed else suffix) or "(no extension)"
+    raise DataError(f"{path}: unsupported file type {kind}; supported: {SUPPORTED}")
+
+
+def _decompress(path: str, raw: bytes) -> bytes:
+    try:
+        return gzip.decompress(raw)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: not a valid gzip file ({exc})") from None
+
+
 def _read(path: str) -> pl.DataFrame:
     location = UPath(path)
     if not location.exists():
         raise DataError(f"{path}: file does not exist")
     if location.is_dir():
         return _read_hf_folder(path, location)
-    suffix = Path(location.path).suffix.lower()
+    suffix, compressed = _format(path, location)
     raw = location.read_bytes()
+    if compressed:
+        raw = _decompress(path, raw)
     try:
         if suffix == ".parquet":
             return pl.read_parquet(raw)
         raw = _decode(path, raw)
-        if suffix == ".csv":
-            return pl.read_csv(raw, infer_schema=False)
+        if suffix in (".csv", ".tsv"):
+            return pl.read_csv(raw, infer_schema=False, separator="\t" if suffix == ".tsv" else ",")
         if suffix == ".json":
             if not raw.lstrip().startswith(b"["):
                 raise DataError(f"{path}: a .json file must hold a list of records: [{{...}}, {{...}}]")
             return pl.read_json(raw, infer_schema_length=None)
-    except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{path}: not valid {suffix.lstrip('.').upper()} ({exc})") from None
-    try:
         return pl.read_ndjson(raw, infer_schema_length=None)
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{path}: not valid JSONL ({exc})") from None
+        raise DataError(f"{path}: not valid {TEXT_FORMATS.get(suffix, 'Parquet')} ({exc})") from None
+
+
+def content_version(path: str) -> str:
+    """The content hash of a data file (its bytes) or a datasets folder (every file's relative path and bytes):
+    what an observation of the file records as its data version. Read through UPath, so ``s3://`` objects are
+    hashed by their bytes too."""
+    location = UPath(path)
+    if not location.exists():
+        raise DataError(f"{path}: file does not exist")
+    digest = hashlib.sha256()
+    if location.is_dir():
+        for entry in sorted((p for p in location.rglob("*") if p.is_file()), key=lambda p: p.path):
+            digest.update(entry.path.removeprefix(location.path).encode() + b"\x00")
+            digest.update(entry.read_bytes())
+    else:
+        digest.update(location.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def content_ids(table: pl.DataFrame) -> pl.Series:

@@ -15,7 +15,9 @@ Styles, i.e. how prompts are written and outputs parsed (:data:`STYLES`):
   examples (default 3), the first pair or the text up to its end accepted; suits very small teachers.
 
 Filters (``SynthesisParams.filters``): ``official`` (:func:`resources.synthesis.text_filters.official_filter`) or
-``self_instruct`` (:func:`resources.synthesis.text_filters.filter_verdict`).
+``self_instruct`` (:func:`resources.synthesis.text_filters.filter_verdict`); ``SynthesisParams.script``: ``ascii``
+(both references: non-ASCII text rejected) or ``any`` (text in any script kept, Unicode ROUGE-L tokens), recorded in
+the ``filters`` column as ``{filters}+any_script``.
 
 Official prompts depend on earlier output, so they are built and generated chunk by chunk: the prompts of
 chunk k (``chunk_size`` prompts) draw their generated examples from the instructions kept in chunks before
@@ -41,6 +43,7 @@ from transformers import PreTrainedTokenizerBase
 
 from resources.generation.interface import Generator, Progress, SamplingParams
 from resources.synthesis.text_filters import (
+    SCRIPTS,
     dedup_rouge_l_detailed,
     filter_verdict,
     official_filter,
@@ -114,6 +117,7 @@ class SynthesisParams:
     """What the synthesis engine needs besides the model and the prompts.
 
     ``filters``: ``official`` or ``self_instruct`` (whose word bounds are ``min_words``/``max_words``).
+    ``script``: ``ascii`` (the filters' ASCII rule) or ``any`` (:data:`~resources.synthesis.text_filters.SCRIPTS`).
     ``chunk_size``: official style only, prompts per generation chunk; a chunk's prompts draw their generated
     examples from instructions kept in earlier chunks (the reference's generation batch: 16 or 32)."""
 
@@ -124,12 +128,20 @@ class SynthesisParams:
     rouge_threshold: float
     filters: str
     chunk_size: int
+    script: str
 
     def __post_init__(self) -> None:
         if self.filters not in FILTERS:
             raise ValueError(f"unknown synthesis filters {self.filters!r}; choose one of {FILTERS}")
+        if self.script not in SCRIPTS:
+            raise ValueError(f"unknown synthesis script {self.script!r}; choose one of {sorted(SCRIPTS)}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
+
+    @property
+    def recorded_filters(self) -> str:
+        """The rules that judged a sample, as the ``filters`` column records them (the script only when not ascii)."""
+        return self.filters if self.script == "ascii" else f"{self.filters}+{self.script}_script"
 
 
 def _prompt_id(seed: int, index: int, message: str) -> str:
@@ -270,7 +282,7 @@ def synthesize(
         params = dataclasses.replace(config.instruction, seed=config.instruction.seed + start)
         chunk_report = report and (lambda done, _, offset=start: report(offset + done, len(source)))
         table = _sample(generator, tokenizer, chunk, style, params, chunk_report).with_columns(
-            style=pl.lit(source.style), filters=pl.lit(config.filters)
+            style=pl.lit(source.style), filters=pl.lit(config.recorded_filters)
         )
         shown = [text for prompt in chunk for text in prompt.examples] if style.chunked else []
         table = _judge(table, style, config, [*existing, *(shot.text for shot in pool), *shown])
@@ -307,8 +319,8 @@ def _sample(
 def _filter(config: SynthesisParams, text: str) -> tuple[str, str]:
     """``(verdict, text)`` under ``config.filters``; only the official filters rewrite the text."""
     if config.filters == "official":
-        return official_filter(text)
-    return filter_verdict(text, config.min_words, config.max_words), text
+        return official_filter(text, config.script)
+    return filter_verdict(text, config.min_words, config.max_words, config.script), text
 
 
 def _judge(table: pl.DataFrame, style: Style, config: SynthesisParams, pool: list[str]) -> pl.DataFrame:
@@ -319,7 +331,7 @@ def _judge(table: pl.DataFrame, style: Style, config: SynthesisParams, pool: lis
     ]
     verdicts, texts = [v for v, _ in judged], [t for _, t in judged]
     passing = [i for i, v in enumerate(verdicts) if v == "ok"]
-    dedup = dedup_rouge_l_detailed([texts[i] for i in passing], config.rouge_threshold, pool)
+    dedup = dedup_rouge_l_detailed([texts[i] for i in passing], config.rouge_threshold, pool, config.script)
     max_rouge: list[float | None] = [None] * table.height
     for i, verdict in zip(passing, dedup, strict=True):
         max_rouge[i] = verdict.max_rouge

@@ -4,6 +4,11 @@ Two parsers (:func:`parse_instruction` for a prefilled opening tag, :func:`parse
 Montessori-Instruct's code parses) and two filter sets (:func:`official_filter`, Montessori-Instruct's
 post-processing; :func:`filter_verdict`, the Self-Instruct-style word-count filters).
 
+Scripts (:data:`SCRIPTS`): both reference codes are written for English. Under ``ascii`` (their rule) the filters
+reject non-ASCII text (the official filter: a non-ASCII first character; Self-Instruct's: any non-ASCII
+character) and ROUGE-L compares rouge_score's ``[a-z0-9]`` tokens, in which a Korean text has no token at all.
+Under ``any`` no text is rejected for its script and ROUGE-L compares Unicode tokens (:func:`unicode_tokens`).
+
 Near-duplicate removal makes exactly the decisions of the straightforward loop with Google's
 ``rouge_score`` (``RougeScorer(["rougeL"], use_stemmer=False)``): candidates are visited in order and
 one is dropped when its ROUGE-L F1 against any already-kept text is strictly greater than the threshold.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,13 +91,14 @@ def parse_last_instruction(raw: str) -> str | None:
     return " ".join(pairs[-1].split()) if pairs else None
 
 
-def filter_verdict(instruction: str | None, min_words: int = 5, max_words: int = 400) -> str:
+def filter_verdict(instruction: str | None, min_words: int = 5, max_words: int = 400, script: str = "ascii") -> str:
     """The Self-Instruct-style filters: ``"ok"`` or the first failed check, in this order: ``unparsed``
-    (None), ``non_ascii``, ``leading_punctuation``, ``too_short`` / ``too_long`` (whitespace-split words outside
-    ``[min_words, max_words]``), ``unsupported_task`` (a whole-word :data:`BLACKLIST` hit)."""
+    (None), ``non_ascii`` (under ``script`` ``ascii`` only), ``leading_punctuation``, ``too_short`` / ``too_long``
+    (whitespace-split words outside ``[min_words, max_words]``), ``unsupported_task`` (a whole-word
+    :data:`BLACKLIST` hit)."""
     if instruction is None:
         return "unparsed"
-    if not instruction.isascii():
+    if script == "ascii" and not instruction.isascii():
         return "non_ascii"
     if instruction.lstrip().startswith(_PUNCTUATION):
         return "leading_punctuation"
@@ -106,15 +112,15 @@ def filter_verdict(instruction: str | None, min_words: int = 5, max_words: int =
     return "ok"
 
 
-def official_filter(instruction: str) -> tuple[str, str]:
+def official_filter(instruction: str, script: str = "ascii") -> tuple[str, str]:
     """The official post-processing: ``(verdict, text)``, the verdict ``"ok"`` or the first failed check.
 
     The text is whitespace-collapsed and passed through ``str.capitalize`` as in the reference, which
     upper-cases the first character and lower-cases all others ("Explain NASA" becomes "Explain nasa").
     Checks, in order: ``too_short`` / ``too_long`` (at most 5 or more than 400 characters), ``unsupported_task``
     (a whole-word :data:`OFFICIAL_BLOCKLIST` hit), ``leading_punctuation``, ``non_ascii_start`` (only the
-    first character must be ASCII). A passing text then loses its ``<input>``/``</input>`` tags (see
-    ``_INPUT_TAGS``); the length is judged before, with the tags."""
+    first character must be ASCII; under ``script`` ``ascii`` only). A passing text then loses its
+    ``<input>``/``</input>`` tags (see ``_INPUT_TAGS``); the length is judged before, with the tags."""
     text = " ".join(instruction.split()).capitalize()
     if len(text) < OFFICIAL_MIN_CHARS:
         return "too_short", text
@@ -124,7 +130,7 @@ def official_filter(instruction: str) -> tuple[str, str]:
         return "unsupported_task", text
     if text.startswith(_PUNCTUATION):
         return "leading_punctuation", text
-    if not text[0].isascii():
+    if script == "ascii" and not text[0].isascii():
         return "non_ascii_start", text
     return "ok", _INPUT_TAGS.sub("", text)
 
@@ -133,6 +139,21 @@ def rouge_tokens(text: str) -> list[str]:
     """rouge_score's default tokens: lowercase, runs of characters other than ``[a-z0-9]`` separate
     tokens, no stemming (its final ``^[a-z0-9]+$`` check only drops the empty strings ``split`` skips)."""
     return _NON_ALNUM.sub(" ", text.lower()).split()
+
+
+# Han ideographs and kana: one token each (those scripts are written without spaces between words).
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_UNICODE_TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+
+
+def unicode_tokens(text: str) -> list[str]:
+    """Tokens of any script: lowercased runs of Unicode letters and digits, each Han or kana character a token of
+    its own ("Straße" and "größere" are one token each, where rouge_score makes "stra", "e", "gr", "ere")."""
+    return _UNICODE_TOKEN.findall(text.lower())
+
+
+SCRIPTS: dict[str, Callable[[str], list[str]]] = {"ascii": rouge_tokens, "any": unicode_tokens}
+"""Per script option, the tokens ROUGE-L compares (the filters' ASCII rule applies under ``ascii`` only)."""
 
 
 @dataclass(frozen=True)
@@ -146,14 +167,15 @@ class DedupVerdict:
 
 
 class _Encoder:
-    """Texts to strings of one code point per distinct rouge token (up to 1,114,112 distinct tokens)."""
+    """Texts to strings of one code point per distinct token (up to 1,114,112 distinct tokens)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokens: Callable[[str], list[str]] = rouge_tokens) -> None:
         self.codes: dict[str, str] = {}
+        self.tokens = tokens
 
     def __call__(self, text: str) -> str:
         codes = self.codes
-        return "".join([codes.setdefault(token, chr(len(codes))) for token in rouge_tokens(text)])
+        return "".join([codes.setdefault(token, chr(len(codes))) for token in self.tokens(text)])
 
 
 def _rouge_l_f1(predictions: list[str], targets: list[str]) -> np.ndarray:
@@ -200,11 +222,12 @@ class _Pool:
 
 
 def dedup_rouge_l_detailed(
-    texts: Sequence[str], threshold: float = 0.7, existing: Sequence[str] = ()
+    texts: Sequence[str], threshold: float = 0.7, existing: Sequence[str] = (), script: str = "ascii"
 ) -> list[DedupVerdict]:
-    """One verdict per text, in order: kept unless its ROUGE-L F1 (rouge_score, no stemmer) against an
-    ``existing`` text or an earlier kept text is strictly greater than ``threshold``."""
-    encode = _Encoder()
+    """One verdict per text, in order: kept unless its ROUGE-L F1 (rouge_score, no stemmer; on the tokens of
+    ``script``, :data:`SCRIPTS`) against an ``existing`` text or an earlier kept text is strictly greater than
+    ``threshold``."""
+    encode = _Encoder(SCRIPTS[script])
     pool = _Pool([encode(text) for text in existing], list(range(len(existing))))
     candidates = [encode(text) for text in texts]
     verdicts: list[DedupVerdict] = []

@@ -115,6 +115,8 @@ def test_a_stage_setting_changes_exactly_its_receivers(
         ("storage", "tables", "/tmp/elsewhere", set()),
         ("storage", "cache", "/tmp/shared-cache", set()),
         ("data", "reference_set", "data/reference_math.jsonl", {"reference_set"}),
+        ("automation", "mode", "on_change", set()),
+        ("automation", "observe_every_minutes", 0, set()),
     ],
 )
 def test_cross_cutting_settings(

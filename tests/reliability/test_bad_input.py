@@ -114,3 +114,58 @@ def test_zero_preference_pairs(
     assert "no preference pairs" in output
     assert not (tmp_path / "tables" / "profile" / "preference_pairs").exists()
     assert not (tmp_path / "tables" / "profile" / "teacher_checkpoint").exists()
+
+
+def last_line(capsys, *args: str) -> str:  # noqa: ANN001
+    """Run the CLI (it must fail) and return the last line it printed."""
+    capsys.readouterr()
+    assert main(list(args)) == 1
+    captured = capsys.readouterr()
+    return (captured.out + captured.err).strip().splitlines()[-1]
+
+
+def test_failed_data_step_ends_with_the_step_and_its_cause(
+    tmp_path: Path, model_cache: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    seeds = tmp_path / "seeds.jsonl.gz"
+    seeds.write_bytes(b'{"id": "a", "instruction": "not compressed"}\n')
+    profile = write_profile(tmp_path, model_cache, data={"seed_prompts": str(seeds)})
+    capsys.readouterr()
+    assert main(["run", "--profile", str(profile), "--select", "seed_prompts"]) == 1
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert lines[-1] == f"  seed_prompts: DataError: {seeds}: not a valid gzip file (Not a gzipped file (b'{{\"'))"
+    assert "FAILED (stack traces in the run's event log (Dagster UI) or with --verbose); failed steps:" in lines[-2]
+    assert "Stack Trace" not in captured.err and "DagsterExecutionStepExecutionError" not in captured.err
+    assert main(["run", "--profile", str(profile), "--select", "seed_prompts", "--verbose"]) == 1
+    verbose = capsys.readouterr().err
+    assert "Stack Trace" in verbose and verbose.strip().splitlines()[-1].startswith("  seed_prompts: DataError: ")
+
+
+def test_unwritable_tables_path_names_the_setting(
+    tmp_path: Path, model_cache: Path, dagster_home: Path, capsys  # noqa: ANN001
+) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    tables = tmp_path / "a_file" / "tables"
+    profile = write_profile(tmp_path, model_cache, storage={"tables": str(tables)})
+    line = last_line(capsys, "run", "--profile", str(profile))
+    assert line.startswith(f"error: storage.tables: {tables} is not writable: writing {tables}/")
+    assert "NotADirectoryError" in line or "FileExistsError" in line
+
+
+def test_failed_s3_write_ends_with_the_path_and_the_reason(
+    tmp_path: Path, model_cache: Path, dagster_home: Path, capsys, s3_server, monkeypatch  # noqa: ANN001
+) -> None:
+    import s3fs
+
+    from tests.conftest import free_port
+
+    profile = write_profile(tmp_path, model_cache, storage={"tables": "s3://montessori/tables", "retry_attempts": 2,
+                                                            "retry_backoff_seconds": 0.0})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    line = last_line(capsys, "run", "--profile", str(profile))
+    assert line.startswith("error: storage.tables: s3://montessori/tables is not writable: writing "
+                           "s3://montessori/tables/.montessori-write-check-")
+    assert "failed 2 times with transient errors, last: " in line and "connect" in line.lower()

@@ -1,7 +1,9 @@
-"""Users' own data: every supported format, with and without ids, column mapping, BOM, and S3 (moto)."""
+"""Users' own data: every supported format (gzip and TSV included), with and without ids, column mapping, BOM,
+unknown extensions and bad gzip refused, content versions, and S3 (moto)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from resources.storage.user_data import DataError, load_examples
+from resources.storage.user_data import DataError, content_version, load_examples
 
 COLUMNS = ["id", "instruction", "response"]
 ROWS = [
@@ -38,6 +40,23 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_tsv(path: Path, rows: list[dict]) -> Path:
+    pl.DataFrame(rows).write_csv(path, separator="\t")
+    return path
+
+
+def gzipped(writer: Callable[[Path, list[dict]], Path]) -> Callable[[Path, list[dict]], Path]:
+    """``writer``'s file, gzip-compressed in place (the path keeps its name, e.g. ``data.jsonl.gz``)."""
+
+    def write(path: Path, rows: list[dict]) -> Path:
+        plain = writer(path.with_suffix(""), rows)
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+        return path
+
+    return write
+
+
 def write_parquet(path: Path, rows: list[dict]) -> Path:
     pl.DataFrame(rows).write_parquet(path)
     return path
@@ -52,7 +71,8 @@ def write_hf(path: Path, rows: list[dict]) -> Path:
 
 WRITERS: dict[str, Callable[[Path, list[dict]], Path]] = {
     "data.jsonl": write_jsonl, "data.json": write_json, "data.csv": write_csv, "data.parquet": write_parquet,
-    "hf_folder": write_hf,
+    "hf_folder": write_hf, "data.tsv": write_tsv, "data.jsonl.gz": gzipped(write_jsonl),
+    "data.json.gz": gzipped(write_json), "data.csv.gz": gzipped(write_csv), "data.tsv.gz": gzipped(write_tsv),
 }
 
 
@@ -128,6 +148,53 @@ def test_datasets_folders(tmp_path: Path) -> None:
         load_examples(str(tmp_path / "plain"), COLUMNS, 2000)
 
 
+@pytest.mark.parametrize("name", ["data.xlsx", "data.txt", "data", "data.parquet.gz", "data.gz"])
+def test_unknown_extension_is_refused_listing_the_supported_formats(tmp_path: Path, name: str) -> None:
+    path = write_jsonl(tmp_path / name, ROWS)
+    with pytest.raises(DataError) as caught:
+        load_examples(str(path), COLUMNS, 2000)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: unsupported file type ")
+    assert all(kind in message for kind in (".jsonl", ".json", ".csv", ".tsv", ".jsonl.gz", ".parquet", "datasets"))
+
+
+def test_bad_gzip_content_names_the_file(tmp_path: Path) -> None:
+    plain = write_jsonl(tmp_path / "plain.jsonl.gz", ROWS)  # named .gz but not compressed
+    with pytest.raises(DataError, match=f"^{plain}: not a valid gzip file"):
+        load_examples(str(plain), COLUMNS, 2000)
+    latin1 = tmp_path / "latin1.jsonl.gz"
+    latin1.write_bytes(gzip.compress('{"id": "a", "instruction": "caf\u00e9", "response": "x"}\n'.encode("latin-1")))
+    with pytest.raises(DataError, match=f"^{latin1}: line 1 is not valid UTF-8"):
+        load_examples(str(latin1), COLUMNS, 2000)
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(gzip.compress(b"id,instruction\n")[:-6])  # truncated stream
+    with pytest.raises(DataError, match=f"^{broken}: not a valid gzip file"):
+        load_examples(str(broken), COLUMNS, 2000)
+
+
+def test_non_english_rows_load_in_every_text_format(tmp_path: Path) -> None:
+    rows = [
+        {"id": "ko", "instruction": "한국의 전통 음식을 세 가지 소개해 주세요.", "response": "김치, 불고기."},
+        {"id": "de", "instruction": "Erklären Sie den Unterschied zwischen Straße und Gasse.", "response": "Größe."},
+    ]
+    for name in ("data.jsonl", "data.csv", "data.tsv", "data.json.gz"):
+        assert load_examples(str(WRITERS[name](tmp_path / name, rows)), COLUMNS, 2000).to_dicts() == rows
+
+
+def test_content_version_follows_the_bytes(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "seeds.jsonl", ROWS)
+    first = content_version(str(path))
+    assert content_version(str(path)) == first and len(first) == 16
+    write_jsonl(path, [*ROWS, {"id": "r4", "instruction": "Count to three.", "response": "1 2 3"}])
+    assert content_version(str(path)) != first
+    write_jsonl(path, ROWS)
+    assert content_version(str(path)) == first  # same bytes, same version, whatever the file's time
+    folder = write_hf(tmp_path / "hf", ROWS)
+    assert content_version(str(folder)) == content_version(str(folder))
+    with pytest.raises(DataError, match="file does not exist"):
+        content_version(str(tmp_path / "nope.jsonl"))
+
+
 def test_files_and_folders_on_s3(tmp_path: Path, s3_server) -> None:  # noqa: ANN001
     local = write_hf(tmp_path / "hf", ROWS)
     for file in local.iterdir():
@@ -141,3 +208,6 @@ def test_files_and_folders_on_s3(tmp_path: Path, s3_server) -> None:  # noqa: AN
     assert mapped["response"].to_list() == ["Bonjour", "7"]
     with pytest.raises(DataError, match="s3://montessori/data/nope.jsonl: file does not exist"):
         load_examples("s3://montessori/data/nope.jsonl", COLUMNS, 2000)
+    s3_server.put_object(Bucket="montessori", Key="data/rows.jsonl.gz", Body=gzip.compress(alpaca.read_bytes()))
+    assert load_examples("s3://montessori/data/rows.jsonl.gz", COLUMNS, 2000, {"response": "output"}).height == 2
+    assert content_version("s3://montessori/data/alpaca.jsonl") == content_version(str(alpaca))

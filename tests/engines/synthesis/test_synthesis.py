@@ -3,6 +3,7 @@ the compact style's prompts, and whole runs on a tiny model."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -126,6 +127,10 @@ class ScriptedTeacher:
         self.calls: list[list[str]] = []
         self.fail_on_call = fail_on_call
 
+    def batch_prompts(self, params: SamplingParams) -> int:
+        """Each prompt is seeded on its own."""
+        return 1
+
     def generate(self, prompts: list[str], params: SamplingParams, progress: Progress | None = None) -> list[list[str]]:
         self.calls.append(prompts)
         if len(self.calls) == self.fail_on_call:
@@ -183,6 +188,82 @@ def test_official_run_resumes_from_saved_chunks(model_cache: Path, tmp_path: Pat
     resumed = official_run(cached(teacher), tokenizer)
     assert [len(call) for call in teacher.calls[:2]] == [2, 1]  # chunks 0 and 1 were read back
     assert resumed.equals(uninterrupted)
+
+
+KOREAN_SEEDS = pl.DataFrame({"id": [f"ko-{i}" for i in range(4)], "instruction": [
+    "가을에 어울리는 짧은 시를 써 주세요.", "물의 순환을 어린이에게 설명해 주세요.",
+    "면접을 위한 세 가지 조언을 알려 주세요.", "다음 문장을 영어로 번역해 주세요.",
+]})
+GERMAN_SEEDS = pl.DataFrame({"id": [f"de-{i}" for i in range(4)], "instruction": [
+    "Schreiben Sie ein kurzes Gedicht über den ersten Schnee.", "Erklären Sie einem Kind, wie Regen entsteht.",
+    "Nennen Sie drei Tipps für ein gutes Vorstellungsgespräch.", "Übersetzen Sie den Satz ins Französische.",
+]})
+
+
+class EchoingTeacher(ScriptedTeacher):
+    """A stand-in teacher that writes in the seeds' language: each sample is one of the examples its prompt shows,
+    reworded by one appended word (so it is also a near-duplicate of that example)."""
+
+    def generate(self, prompts: list[str], params: SamplingParams, progress: Progress | None = None) -> list[list[str]]:
+        self.calls.append(prompts)
+        return [[f"{example} {k}" for k, example in enumerate(tagged_lines(prompt)[: params.n])]
+                if "<instruction>" in prompt else ["응답"] * params.n for prompt in prompts]
+
+
+@pytest.mark.parametrize(("seeds", "filters"), [(KOREAN_SEEDS, "self_instruct"), (KOREAN_SEEDS, "official"),
+                                                (GERMAN_SEEDS, "self_instruct")])
+def test_non_english_seeds_are_filtered_out_unless_any_script(model_cache: Path, seeds: pl.DataFrame,
+                                                             filters: str) -> None:
+    tokenizer = load_tokenizer(resolve_model_source("tiny-random:teacher", model_cache))
+    prompts = few_shot_prompts("compact", seeds, 3, seed=2, shots=2)
+
+    def run(script: str, existing: list[str]) -> pl.DataFrame:
+        config = synthesis_params(SamplingParams(n=2, seed=2), SamplingParams(seed=2), filters=filters,
+                                  min_words=3, script=script)
+        return synthesize(EchoingTeacher(tokenizer), tokenizer, prompts, config, existing, log=lambda _: None)
+
+    official = run("ascii", [])  # the reference rule: nothing in these seeds' scripts survives
+    assert official["kept"].sum() == 0
+    assert set(official["verdict"]) == {"non_ascii" if filters == "self_instruct" else "non_ascii_start"}
+    kept = run("any", [])
+    assert kept["kept"].sum() > 0 and set(kept["filters"]) == {f"{filters}+any_script"}
+    assert kept.filter(pl.col("kept"))["response"].is_not_null().all()
+    # against the seeds they echo, every sample is a near-duplicate: caught on Unicode tokens
+    assert set(run("any", seeds["instruction"].to_list())["verdict"]) == {"near_duplicate"}
+
+
+def test_any_script_synthesis_runs_on_a_tiny_model(model_cache: Path) -> None:
+    model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:teacher", model_cache))
+    config = synthesis_params(SamplingParams(max_new_tokens=12, n=2, seed=1), SamplingParams(max_new_tokens=8, seed=1),
+                              script="any", min_words=1)
+    prompts = few_shot_prompts("compact", KOREAN_SEEDS, 3, seed=1, shots=2)
+    table = synthesize(TransformersGenerator(model, tokenizer, batch_size=8), tokenizer, prompts, config,
+                       KOREAN_SEEDS["instruction"].to_list(), log=lambda _: None)
+    assert table.height == 6 and set(table["filters"]) == {"self_instruct+any_script"}
+    assert not set(table["verdict"]) & {"non_ascii", "non_ascii_start"}
+
+
+def test_cache_keeps_the_generations_of_unchanged_sampling_groups(model_cache: Path, tmp_path: Path) -> None:
+    model, tokenizer = load_causal_lm(resolve_model_source("tiny-random:teacher", model_cache))
+    params = SamplingParams(max_new_tokens=6, n=2, seed=4)
+    prompts = [chat_prompt(tokenizer, f"Write about {word}.") for word in WORDS[:7]]
+    store = TableStore(str(tmp_path / "tables"))
+    logged: list[str] = []
+
+    def cached() -> tuple[ChunkedGeneration, TransformersGenerator]:
+        generator = TransformersGenerator(model, tokenizer, batch_size=4)  # 2 prompts x 2 samples per batch
+        return ChunkedGeneration(generator, store, "tiny", chunk_size=6, log=logged.append), generator
+
+    first, _ = cached()
+    assert first.generate(prompts, params) == TransformersGenerator(model, tokenizer, 4).generate(prompts[:6], params) \
+        + TransformersGenerator(model, tokenizer, 4).generate(prompts[6:], dataclasses.replace(params, seed=10))
+    changed = [*prompts[:3], chat_prompt(tokenizer, "Write about tides."), *prompts[4:]]  # group [2, 4) changed
+    again, generator = cached()
+    outputs = again.generate(changed, params)
+    assert generator.stats.prompts == 2 and logged[-1].endswith("reused 5 of 7 prompts from saved chunks, generated 2")
+    fresh = ChunkedGeneration(TransformersGenerator(model, tokenizer, 4), TableStore(str(tmp_path / "other")),
+                              "tiny", chunk_size=6, log=logged.append)
+    assert outputs == fresh.generate(changed, params)  # what a run without the cache writes
 
 
 def test_official_synthesis_runs_on_a_tiny_model(model_cache: Path) -> None:

@@ -18,7 +18,11 @@ from resources.synthesis.text_filters import (
     parse_instruction,
     parse_last_instruction,
     rouge_tokens,
+    unicode_tokens,
 )
+
+KOREAN = "한국의 전통 음식 세 가지를 소개하고 각각의 특징을 설명해 주세요."
+GERMAN = "Erklären Sie den Unterschied zwischen einer Straße und einer größeren Allee."
 
 
 @pytest.mark.parametrize(
@@ -169,6 +173,32 @@ def test_official_filter(text: str, verdict: str, cleaned: str) -> None:
 )
 def test_rouge_tokens_match_rouge_score(text: str) -> None:
     assert rouge_tokens(text) == rouge_scorer.RougeScorer(["rougeL"])._tokenizer.tokenize(text)
+
+
+def test_script_option_keeps_non_english_text_that_the_ascii_rule_rejects() -> None:
+    assert filter_verdict(KOREAN) == "non_ascii" and filter_verdict(GERMAN) == "non_ascii"
+    assert official_filter(KOREAN) == ("non_ascii_start", KOREAN)
+    assert official_filter(GERMAN)[0] == "ok"  # the official rule looks at the first character only
+    assert filter_verdict(KOREAN, script="any") == "ok" and filter_verdict(GERMAN, script="any") == "ok"
+    assert official_filter(KOREAN, "any") == ("ok", KOREAN)
+    assert filter_verdict("짧은 글", script="any") == "too_short"  # the other rules still apply
+    assert official_filter("「인용」으로 시작합니다", "any")[0] == "ok"  # CJK brackets are not ASCII punctuation
+    assert official_filter("¿Qué hora es en Madrid ahora?", "ascii")[0] == "non_ascii_start"
+
+
+def test_unicode_tokens() -> None:
+    assert unicode_tokens(GERMAN)[:3] == ["erklären", "sie", "den"] and "straße" in unicode_tokens(GERMAN)
+    assert rouge_tokens(KOREAN) == [] and unicode_tokens(KOREAN)[:2] == ["한국의", "전통"]
+    assert unicode_tokens("東京タワーは高い") == ["東", "京", "タ", "ワ", "ー", "は", "高", "い"]
+    assert unicode_tokens("Hello, World! a_b 42") == rouge_tokens("Hello, World! a_b 42")  # same on ASCII
+
+
+def test_dedup_catches_non_english_near_duplicates_only_with_unicode_tokens() -> None:
+    reworded = KOREAN.replace("세 가지를", "두 가지를")
+    assert dedup_rouge_l([KOREAN, reworded], 0.7) == [True, True]  # no [a-z0-9] token: every score is 0
+    assert dedup_rouge_l_detailed([KOREAN, reworded], 0.7, script="any")[1].keep is False
+    assert dedup_rouge_l_detailed([GERMAN, GERMAN.replace("größeren", "breiten")], 0.7, script="any")[1].keep is False
+    assert dedup_rouge_l_detailed([KOREAN, GERMAN], 0.7, script="any")[1].keep is True
 
 
 def test_dedup_hand_written() -> None:
