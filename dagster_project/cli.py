@@ -25,7 +25,8 @@ from dagster_project.lineage import (
     protected_paths,
     versions,
 )
-from dagster_project.runs import ensure_dagster_home, execute_pipeline, run_summary
+from dagster_project.review import add_review_command
+from dagster_project.runs import ensure_dagster_home, execute_pipeline, failure_messages, observe_sources, run_summary
 from dagster_project.settings import SettingsError, load_settings
 from dagster_project.staleness import asset_status
 from resources.storage.export import CardInfo, export_dataset, push_to_hub
@@ -49,6 +50,7 @@ def _load(profile: str) -> tuple[Definitions, DagsterInstance]:
 def status(args: argparse.Namespace) -> int:
     """Print every asset as fresh / stale (and why) / missing."""
     defs, instance = _load(args.profile)
+    observe_sources(defs, instance)
     report = asset_status(defs, instance)
     if args.json:
         print(json.dumps(report))
@@ -91,10 +93,13 @@ def audit(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Materialize the graph (or ``--select``) for ``--profile``; print the summary."""
     defs, instance = _load(args.profile)
+    observe_sources(defs, instance)
     selection = args.select
     if args.stale_only:
         report = asset_status(defs, instance)
-        selection = [AssetKey.from_user_string(n) for n, row in report.items() if row["status"] != "fresh"]
+        materializable = defs.resolve_asset_graph().materializable_asset_keys
+        selection = [key for key in map(AssetKey.from_user_string, report)
+                     if report[key.to_user_string()]["status"] != "fresh" and key in materializable]
         if not selection:
             print("every asset is fresh; nothing to run")
             if args.json:
@@ -107,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     summary = run_summary(instance, result)
     _print_table(summary)
     if not result.success:
+        for message in failure_messages(result):
+            print(f"\n{message}", file=sys.stderr)
         print(f"\nrun {result.run_id} FAILED; see the log above or the Dagster UI", file=sys.stderr)
         return 1
     if "student_dataset" in summary:
@@ -214,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                                help="also push to this Hub dataset repo (needs HF_TOKEN or a saved login)")
     export_parser.set_defaults(handler=export_command)
     add_experiment_command(commands)
+    add_review_command(commands)
     args = parser.parse_args(argv)
     prepare_process()
     try:

@@ -31,6 +31,7 @@ from dagster_project.versions import with_code_versions
 from resources.quiet import silence_progress_bars
 
 PIPELINE_JOB = "montessori_pipeline"
+OBSERVE_JOB = "observe_sources"  # observes the user's files (the review sheet) so staleness sees their changes
 
 
 def prepare_process() -> None:
@@ -53,13 +54,16 @@ def _executor(settings: Settings, profile: str, stages: list[Stage]) -> Executor
 def build_definitions(profile: str) -> Definitions:
     """Definitions of every stage for ``profile``: its resources, and each asset versioned by what it declares."""
     settings = load_settings(profile)
-    resources = build_resources(settings)
-    stages = with_code_versions(build_graph(settings.rounds), resources)
+    resources = build_resources(settings, profile)
+    stages = with_code_versions(build_graph(settings.rounds, settings.pairs.review == "required"), resources)
+    assets = [stage for stage in stages if isinstance(stage, AssetsDefinition)]
+    observed = [stage for stage in assets if stage.is_observable]
     return Definitions(
-        assets=[stage for stage in stages if isinstance(stage, AssetsDefinition)],
+        assets=assets,
         asset_checks=[stage for stage in stages if not isinstance(stage, AssetsDefinition)],
         executor=_executor(settings, profile, stages),
-        jobs=[define_asset_job(PIPELINE_JOB, AssetSelection.all())],
+        jobs=[define_asset_job(PIPELINE_JOB, AssetSelection.all()),
+              *([define_asset_job(OBSERVE_JOB, AssetSelection.assets(*observed))] if observed else [])],
         resources=resources,
     )
 

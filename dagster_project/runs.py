@@ -7,9 +7,16 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance, JobExecutionResult, build_reconstructable_job, execute_job
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    JobExecutionResult,
+    build_reconstructable_job,
+    execute_job,
+)
 
-from dagster_project.definitions import pipeline_job
+from dagster_project.definitions import OBSERVE_JOB, pipeline_job
 from dagster_project.settings import PROJECT_ROOT
 
 INSTANCE_DEFAULTS = Path(__file__).parent / "instance.yaml"  # what `make ui` gives a new DAGSTER_HOME
@@ -66,3 +73,18 @@ def execute_pipeline(
         tags={"montessori/profile": profile, **(tags or {})},
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
+
+
+def observe_sources(defs: Definitions, instance: DagsterInstance) -> None:
+    """Observe the user's files that are observable source assets (the pair review sheet), so that a new or edited
+    file is seen by staleness and recorded as the input of what reads it; nothing when there are none."""
+    if any(job.name == OBSERVE_JOB for job in defs.jobs or ()):
+        defs.resolve_job_def(OBSERVE_JOB).execute_in_process(
+            instance=instance, run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+
+
+def failure_messages(result: JobExecutionResult) -> list[str]:
+    """The error message of every failed step of a run (e.g. the review gate's: what to run next)."""
+    return [f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+            for event in result.get_step_failure_events() if event.event_specific_data.error is not None]

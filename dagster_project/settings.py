@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from assets.config import (
     PROJECT_ROOT,
     DataSettings,
+    DecontaminationSettings,
     DPOSettings,
     EvaluationSettings,
     ExportSettings,
@@ -52,6 +53,7 @@ class Settings(StrictModel):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     synthesis: SynthesisSettings = Field(default_factory=SynthesisSettings)
+    decontamination: DecontaminationSettings = Field(default_factory=DecontaminationSettings)
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     influence: InfluenceSettings = Field(default_factory=InfluenceSettings)
     pairs: PairSettings = Field(default_factory=PairSettings)
