@@ -47,9 +47,9 @@ from assets.config.stages import (
 
 __all__ = [
     "DATA_FILES", "PROJECT_ROOT", "DPOSettings", "DataSettings", "DecontaminationSettings", "EvaluationSettings",
-    "ExampleSource", "Executor", "FinalPromptSettings", "GenerationBackend", "GenerationSettings", "InfluenceSettings",
-    "KubernetesSettings", "LoraSettings", "ModelSettings", "ModelSource", "PairSettings", "ReviewSheet", "Runtime",
-    "RuntimeSettings", "StorageSettings", "Stores", "StrictConfig", "StrictModel", "StrictResource",
-    "StudentDatasetSettings", "SynthesisSettings", "TrainingLauncher", "WarmupSettings", "by_name", "resolve_path",
-    "runtime_part",
+    "ExampleSource", "Executor", "ExportSettings", "FinalPromptSettings", "GenerationBackend", "GenerationSettings",
+    "InfluenceSettings", "KubernetesSettings", "LoraSettings", "ModelSettings", "ModelSource", "PairSettings",
+    "ReviewSheet", "Runtime", "RuntimeSettings", "StorageSettings", "Stores", "StrictConfig", "StrictModel",
+    "StrictResource", "StudentDatasetSettings", "SynthesisSettings", "TrainingLauncher", "WarmupSettings", "by_name",
+    "resolve_path", "runtime_part",
 ]
