@@ -20,9 +20,9 @@ from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from assets.synthesis import reference_tables, synthesize_table, verdict_counts
 from resources.preference.weighting import curriculum, sample_weights
+from resources.synthesis.decontamination import COLUMNS as MARKS
 
 UNTUNED = "untuned"
-DATASET_MARKS = ("contaminated", "contamination_set", "contamination_item")  # warn / block keep marked rows
 
 
 def _final_rows(
@@ -37,7 +37,7 @@ def _final_rows(
                                        seed_prompts, references, prompts.num_prompts, prompts.seed_offset,
                                        context.log.info)
     dataset = table.filter(pl.col("kept")).select(
-        "candidate_id", "prompt_id", "instruction", "response", *DATASET_MARKS,
+        "candidate_id", "prompt_id", "instruction", "response", *MARKS,  # warn / block keep marked rows
         teacher_version=pl.lit(teacher_version), source_run=pl.lit(context.run.run_id),
     )
     if dataset.height == 0:
