@@ -23,7 +23,7 @@ from upath import UPath
 from assets.config import ReviewSheet
 from assets.output import table_output
 from assets.placement import round_key_path
-from resources.preference.review import apply_review, read_sheet, review_summary, sheet_version
+from resources.preference.review import ReviewError, apply_review, read_sheet, review_summary, sheet_version
 
 PAIR_REVIEW = "pair_review"
 NO_SHEET, MISSING_SHEET = "no-sheet", "missing"
@@ -70,8 +70,11 @@ def build_reviewed_pairs(round_number: int, group: str) -> AssetsDefinition:
                 f"pairs.review is required and no review sheet is set (data.pair_review): the teacher's DPO waits "
                 f"for a review of round {round_number}'s {preference_pairs.height} pairs. "
                 + review_sheet.commands("review.csv"))
-        reviewed = apply_review(preference_pairs, read_sheet(location), round_number, location,
-                                review_sheet.commands(location))
+        try:
+            sheet = read_sheet(location)
+        except ReviewError as exc:
+            raise ReviewError(f"{exc}. {review_sheet.commands(location)}") from None
+        reviewed = apply_review(preference_pairs, sheet, round_number, location, review_sheet.commands(location))
         summary = review_summary(reviewed)
         context.log.info(f"review of {location}: {summary}")
         return table_output(reviewed, ["pair_id", "decision", "note", "margin", "chosen", "rejected"],

@@ -85,6 +85,13 @@ def observe_sources(defs: Definitions, instance: DagsterInstance) -> None:
 
 
 def failure_messages(result: JobExecutionResult) -> list[str]:
-    """The error message of every failed step of a run (e.g. the review gate's: what to run next)."""
-    return [f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
-            for event in result.get_step_failure_events() if event.event_specific_data.error is not None]
+    """What made each failed step of a run fail: the innermost error's message (the asset's own, e.g. the review
+    gate's saying what to run next, rather than Dagster's wrapper)."""
+    messages = []
+    for event in result.get_step_failure_events():
+        error = event.event_specific_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            messages.append(f"{event.step_key}: {error.message.strip()}")
+    return messages
