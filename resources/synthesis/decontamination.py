@@ -173,8 +173,13 @@ def contamination_counts(table: pl.DataFrame) -> dict[str, int]:
 
 
 def contaminated_rows(table: pl.DataFrame, limit: int = 20) -> list[str]:
-    """One line per contaminated row (its position in ``table``, set, item and evidence), at most ``limit``."""
+    """One line per contaminated row (its candidate id, or its row number from 0 in ``table`` when it has none; the
+    set, item and evidence), at most ``limit``."""
     flagged = table.with_row_index("row").filter(pl.col("contaminated"))
-    lines = [f"row {row}: {name} item {item} ({evidence})" for row, name, item, evidence in
-             flagged.select("row", "contamination_set", "contamination_item", "contamination_evidence").iter_rows()]
+    names = (f"candidate {candidate} (row {row})" if candidate else f"row {row}" for row, candidate in zip(
+        flagged["row"], flagged["candidate_id"] if "candidate_id" in flagged.columns else [None] * flagged.height,
+        strict=True))
+    lines = [f"{name}: {set_name} item {item} ({evidence})" for name, set_name, item, evidence in
+             zip(names, *flagged.select("contamination_set", "contamination_item", "contamination_evidence"),
+                 strict=False)]
     return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
