@@ -82,6 +82,12 @@ def test_review_gate_round_trip(tmp_path: Path, model_cache: Path, dagster_home:
     assert teacher["metadata"]["review"] == sheet_version(str(sheet)) and teacher["metadata"]["reviewer"] == "ada"
     assert teacher["metadata"]["pairs_dropped"] == 1 and teacher["metadata"]["pairs_swapped"] == 1
     assert teacher["inputs"][0]["asset"] == "reviewed_pairs"
+    assert main(["export", "student_dataset", "--profile", str(reviewed_profile), "--to", str(tmp_path / "export"),
+                 "--format", "jsonl"]) == 0
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert (f"- teacher_checkpoint: review sheet `{sheet_version(str(sheet))}` by ada: {pairs.height - 2} pairs kept, "
+            "1 dropped, 1 swapped") in card
+    assert "### Decontamination" in card and "action `drop`:" in card
 
     sheet.write_text(sheet.read_text().replace("checked", "checked again"))  # an edited review
     status = run_json(capsys, "status", "--profile", str(reviewed_profile), "--json")
