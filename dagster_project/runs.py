@@ -93,5 +93,5 @@ def failure_messages(result: JobExecutionResult) -> list[str]:
         while error is not None and error.cause is not None:
             error = error.cause
         if error is not None:
-            messages.append(f"{event.step_key}: {error.message.strip()}")
+            messages.append(f"{event.step_key}: {error.message.removeprefix(f'{error.cls_name}: ').strip()}")
     return messages
