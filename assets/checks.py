@@ -14,12 +14,20 @@ from dagster import (
     asset_check,
 )
 
-from assets.config import EvaluationSettings, GenerationBackend, Runtime, Stores, SynthesisSettings
+from assets.config import (
+    DecontaminationSettings,
+    EvaluationSettings,
+    GenerationBackend,
+    Runtime,
+    Stores,
+    SynthesisSettings,
+)
 from assets.output import recorded_path
 from assets.placement import on_gpu, round_key_path
 from resources.evaluation.diversity import diversity_drop, diversity_stats
 from resources.generation.interface import SamplingParams
 from resources.storage.tables import MANIFEST_FILE, TableStore, folder_hash
+from resources.synthesis.decontamination import contaminated_rows
 from resources.synthesis.text_filters import dedup_rouge_l_detailed
 
 # Under automation (dagster_project/automation.py) a check runs in the automated run that materializes its asset.
@@ -42,6 +50,27 @@ def schema_result(name: str, table: pl.DataFrame) -> AssetCheckResult:
         passed=not missing and table.height > 0,
         metadata={"missing_columns": ", ".join(missing) or "none", "rows": table.height},
     )
+
+
+def build_contamination_check(key: str | list[str]) -> AssetChecksDefinition:
+    """The check that no row the asset at ``key`` keeps reproduces a reference or held-out item: blocking under
+    ``decontamination.action: block``, a warning under ``warn``, always passing under ``drop``."""
+
+    @asset_check(asset=key, name="not_contaminated", blocking=True)
+    def not_contaminated(decontamination: DecontaminationSettings, table: pl.DataFrame) -> AssetCheckResult:
+        """No kept row shares an n-gram with, or nearly duplicates, a reference or held-out item."""
+        flagged = table.filter(pl.col("kept")) if "kept" in table.columns else table
+        rows = contaminated_rows(flagged)
+        severity = AssetCheckSeverity.ERROR if decontamination.action == "block" else AssetCheckSeverity.WARN
+        return AssetCheckResult(
+            passed=not rows, severity=severity,
+            description=f"{len(rows)} contaminated row(s) kept under action {decontamination.action}: "
+                        + "; ".join(rows) if rows else None,
+            metadata={"contaminated_rows": int(flagged["contaminated"].sum()), "action": decontamination.action,
+                      "rows": "\n".join(rows) or "none"},
+        )
+
+    return not_contaminated
 
 
 def build_round_checks(round_number: int) -> list[AssetChecksDefinition]:
@@ -101,7 +130,7 @@ def build_round_checks(round_number: int) -> list[AssetChecksDefinition]:
         return AssetCheckResult(passed=intact, metadata={"weights_match_teacher_version": intact, "sample": sample})
 
     return [synthetic_instructions_schema, no_near_duplicates, influence_scores_valid, pairs_are_ordered,
-            teacher_loads_and_generates]
+            teacher_loads_and_generates, build_contamination_check(synthetic_key)]
 
 
 def build_final_checks(last_round: int) -> list[AssetChecksDefinition]:
@@ -145,4 +174,5 @@ def build_final_checks(last_round: int) -> list[AssetChecksDefinition]:
                       **{f"tuned_{k}": v for k, v in after.items()}},
         )
 
-    return [student_dataset_names_its_teacher, diversity_not_collapsed]
+    return [student_dataset_names_its_teacher, diversity_not_collapsed,
+            *(build_contamination_check(name) for name in ("student_dataset", "baseline_dataset"))]

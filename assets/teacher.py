@@ -11,6 +11,7 @@ from assets.config import DPOSettings, ModelSource, PairSettings, Runtime, Store
 from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from resources.preference.pairs import build_pairs, positive_share
+from resources.preference.review import dpo_pairs, review_summary
 from resources.training.trl_trainers import run_dpo
 
 
@@ -51,29 +52,34 @@ def _tune(
     params = dpo.params(runtime.seed)
     runtime.prepare_torch()
     signal, target = preference_pairs["signal"][0], preference_pairs["target"][0]
-    context.log.info(f"DPO of {base} on {preference_pairs.height} pairs ({signal} signal, {target}): {params}")
+    review = review_summary(preference_pairs)
+    trained = dpo_pairs(preference_pairs)
+    context.log.info(f"DPO of {base} on {trained.height} pairs ({signal} signal, {target}; review: "
+                     f"{review['review']}): {params}")
     with tempfile.TemporaryDirectory() as scratch:
-        history = run_dpo(base, preference_pairs, params, Path(scratch), runtime.torch_device, runtime.precision,
+        history = run_dpo(base, trained, params, Path(scratch), runtime.torch_device, runtime.precision,
                           launcher.launch(), context.log.info)
         published = stores.checkpoint_store().publish(Path(scratch), "teacher")
     teacher_version = published.content_hash[:16]
     manifest = pl.DataFrame({
         "teacher_version": [teacher_version], "uri": [published.uri], "base_model": [base],
         "beta": [params.beta], "learning_rate": [params.learning_rate], "epochs": [params.epochs],
-        "batch_size": [params.batch_size], "pairs": [preference_pairs.height], "signal": [signal],
+        "batch_size": [params.batch_size], "pairs": [trained.height], "signal": [signal],
         "target": [target], "run_id": [context.run.run_id],
         "lora": [params.lora is not None], "accelerate_config": [launcher.accelerate_config],
-        "dpo_history": [json.dumps(history)],
+        "dpo_history": [json.dumps(history)], **{key: [value] for key, value in review.items()},
     }, schema_overrides={"accelerate_config": pl.String})
     context.log.info(f"teacher_version {teacher_version} at {published.uri}")
-    return table_output(manifest, ["teacher_version", "uri", "pairs", "signal"], version=teacher_version,
+    return table_output(manifest, ["teacher_version", "uri", "pairs", "signal", "review"], version=teacher_version,
                         teacher_version=teacher_version, base_model=base, signal=signal, target=target,
-                        pairs=preference_pairs.height, dpo_log=MetadataValue.json(history))
+                        pairs=trained.height, dpo_log=MetadataValue.json(history), **review)
 
 
-def build_teacher_checkpoint(round_number: int, group: str) -> AssetsDefinition:
-    """Round ``round_number``'s tuned teacher: round 1 tunes the configured teacher, round n tunes round n-1's."""
-    ins = {"preference_pairs": AssetIn(round_key_path("preference_pairs", round_number))}
+def build_teacher_checkpoint(round_number: int, group: str, reviewed: bool = False) -> AssetsDefinition:
+    """Round ``round_number``'s tuned teacher: round 1 tunes the configured teacher, round n tunes round n-1's;
+    on the reviewed pairs when ``reviewed`` (``pairs.review: required``)."""
+    pairs = "reviewed_pairs" if reviewed else "preference_pairs"
+    ins = {"preference_pairs": AssetIn(round_key_path(pairs, round_number))}
     if round_number > 1:
         ins["previous_teacher"] = AssetIn(round_key_path("teacher_checkpoint", round_number - 1))
     decorator = asset(key=round_key_path("teacher_checkpoint", round_number), group_name=group, kinds={"pytorch"},

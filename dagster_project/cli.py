@@ -27,6 +27,7 @@ from dagster_project.lineage import (
     protected_paths,
     versions,
 )
+from dagster_project.review import add_review_command
 from dagster_project.runs import (
     ensure_dagster_home,
     execute_pipeline,
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                                help="also push to this Hub dataset repo (needs HF_TOKEN or a saved login)")
     export_parser.set_defaults(handler=export_command)
     add_experiment_command(commands)
+    add_review_command(commands)
     args = parser.parse_args(argv)
     prepare_process()
     try:

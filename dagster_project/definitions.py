@@ -56,8 +56,9 @@ def build_definitions(profile: str) -> Definitions:
     """Definitions of every stage for ``profile``: its resources, each asset versioned by what it declares, the
     observed data files, and the automation conditions and sensor of the ``automation`` block."""
     settings = load_settings(profile)
-    resources = build_resources(settings)
-    stages = with_automation(with_code_versions(build_graph(settings.rounds), resources), settings.automation)
+    resources = build_resources(settings, profile)
+    graph = build_graph(settings.rounds, settings.pairs.review == "required")
+    stages = with_automation(with_code_versions(graph, resources), settings.automation)
     return Definitions(
         assets=[stage for stage in stages if isinstance(stage, AssetsDefinition)],
         asset_checks=[stage for stage in stages if not isinstance(stage, AssetsDefinition)],

@@ -10,11 +10,13 @@ from upath import UPath
 
 from resources.storage.tables import TableStore
 
+REVIEW_METADATA = ("review", "reviewer", "pairs_kept", "pairs_dropped", "pairs_swapped")  # the teacher's
+
 INPUT_POINTER = "dagster/input_event_pointer/"
 INPUT_VERSION = "dagster/input_data_version/"
 AUDIT_METADATA = (
     "teacher_version", "student_version", "rows", "path", "beta", "learning_rate", "method", "positive_share",
-    "kept", "source",
+    "kept", "source", *REVIEW_METADATA, "review_file", "decontamination",
 )
 
 
@@ -135,6 +137,9 @@ def export_provenance(
     verdict = evaluation[0].asset_materialization.metadata.get("comparison") if evaluation else None
     provenance = {
         "teacher_version": str(metadata["teacher_version"].value) if "teacher_version" in metadata else "",
+        "review": _reviews(summary),
+        "decontamination": {**settings.decontamination.model_dump(mode="json"),
+                            **(metadata["decontamination"].value if "decontamination" in metadata else {})},
         "base_models": {"teacher": settings.models.teacher, "student": settings.models.student},
         "settings_yaml": settings_text or settings.resolved_yaml(),
         "run_id": record.run_id,
@@ -153,6 +158,18 @@ def first_runs(path: str) -> dict[str, int]:
     if "source_run" not in table.columns:
         return {}
     return dict(table["source_run"].value_counts(sort=True).iter_rows())
+
+
+def _reviews(tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The review recorded by every teacher checkpoint in a lineage tree, by asset (``review: off`` when the pairs
+    were not reviewed); empty when the tree has no teacher (the baseline)."""
+    found, nodes = {}, [tree]
+    while nodes:
+        node = nodes.pop()
+        if node["asset"].endswith("teacher_checkpoint") and "review" in node["metadata"]:
+            found[node["asset"]] = {key: node["metadata"][key] for key in REVIEW_METADATA if key in node["metadata"]}
+        nodes += node["inputs"]
+    return dict(sorted(found.items()))
 
 
 def file_stamp(path: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from assets.config import (
     PROJECT_ROOT,
     AutomationSettings,
     DataSettings,
+    DecontaminationSettings,
     DPOSettings,
     EvaluationSettings,
     ExperimentSettings,
@@ -56,6 +57,7 @@ class Settings(StrictModel):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     synthesis: SynthesisSettings = Field(default_factory=SynthesisSettings)
+    decontamination: DecontaminationSettings = Field(default_factory=DecontaminationSettings)
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     influence: InfluenceSettings = Field(default_factory=InfluenceSettings)
     pairs: PairSettings = Field(default_factory=PairSettings)

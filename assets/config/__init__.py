@@ -3,9 +3,9 @@
 - :mod:`~assets.config.base` - strict bases, ``versioned_config`` (what enters code versions), the path resolver
 - :mod:`~assets.config.infrastructure` - the ``runtime``, ``models``, ``storage``, ``data``, ``experiment``,
   ``automation``, ``kubernetes`` and ``export`` blocks, and the resources made of them (``Runtime``,
-  ``GenerationBackend``, ``TrainingLauncher``, ``ModelSource``, ``Stores``, ``ExampleSource``)
-- :mod:`~assets.config.stages` - one block per stage (``synthesis``, ``warmup``, ``influence``, ``pairs``, ``dpo``,
-  ``student_dataset``, ``evaluation``), each the resource its assets declare
+  ``GenerationBackend``, ``TrainingLauncher``, ``ModelSource``, ``Stores``, ``ExampleSource``, ``ReviewSheet``)
+- :mod:`~assets.config.stages` - one block per stage (``synthesis``, ``decontamination``, ``warmup``, ``influence``,
+  ``pairs``, ``dpo``, ``student_dataset``, ``evaluation``), each the resource its assets declare
 
 Each setting is defined once, with its default and description, and is validated from the profile's YAML straight
 into these classes. An asset's code version is the hash of the versioned configuration of exactly the resources it
@@ -25,6 +25,7 @@ from assets.config.infrastructure import (
     KubernetesSettings,
     ModelSettings,
     ModelSource,
+    ReviewSheet,
     Runtime,
     RuntimeSettings,
     StorageSettings,
@@ -33,6 +34,7 @@ from assets.config.infrastructure import (
     runtime_part,
 )
 from assets.config.stages import (
+    DecontaminationSettings,
     DPOSettings,
     EvaluationSettings,
     FinalPromptSettings,
@@ -46,11 +48,10 @@ from assets.config.stages import (
 )
 
 __all__ = [
-    "DATA_FILES", "PROJECT_ROOT", "AutomationSettings",
-    "DPOSettings", "DataSettings", "EvaluationSettings", "ExampleSource", "Executor",
-    "ExperimentSettings", "ExportSettings", "FinalPromptSettings", "GenerationBackend", "GenerationSettings",
-    "InfluenceSettings", "KubernetesSettings", "LoraSettings", "ModelSettings", "ModelSource", "PairSettings",
-    "Runtime", "RuntimeSettings", "StorageSettings", "Stores", "StrictConfig", "StrictModel", "StrictResource",
-    "StudentDatasetSettings", "SynthesisSettings", "TrainingLauncher", "WarmupSettings", "by_name", "resolve_path",
-    "runtime_part",
+    "DATA_FILES", "PROJECT_ROOT", "AutomationSettings", "DPOSettings", "DataSettings", "DecontaminationSettings",
+    "EvaluationSettings", "ExampleSource", "Executor", "ExperimentSettings", "ExportSettings", "FinalPromptSettings",
+    "GenerationBackend", "GenerationSettings", "InfluenceSettings", "KubernetesSettings", "LoraSettings",
+    "ModelSettings", "ModelSource", "PairSettings", "ReviewSheet", "Runtime", "RuntimeSettings", "StorageSettings",
+    "Stores", "StrictConfig", "StrictModel", "StrictResource", "StudentDatasetSettings", "SynthesisSettings",
+    "TrainingLauncher", "WarmupSettings", "by_name", "resolve_path", "runtime_part",
 ]

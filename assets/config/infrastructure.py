@@ -229,6 +229,26 @@ class ExampleSource(StrictResource):
         return resolve_path(self.path)
 
 
+class ReviewSheet(StrictResource):
+    """The pair review sheet a person filled in (``data.pair_review``), and the profile to name in messages. Its
+    content reaches versions as the observed source asset's data version (the file's hash), not as a setting."""
+
+    UNVERSIONED: ClassVar[frozenset[str]] = frozenset({"path", "profile"})
+    path: str | None
+    profile: str
+
+    @property
+    def location(self) -> str | None:
+        """The sheet to read (relative paths resolved against the project root); None when not set."""
+        return None if self.path is None else resolve_path(self.path)
+
+    def commands(self, sheet: str) -> str:
+        """What to run to (re)write ``sheet`` and continue."""
+        return (f"Export the current pairs with `montessori review export --profile {self.profile} --to {sheet}`, "
+                "fill in each decision (keep, drop or swap), set data.pair_review to the file, then rerun "
+                f"`montessori run --profile {self.profile}`.")
+
+
 DATA_FILES = {"seed_source": "seed_prompts", "reference_source": "reference_set", "heldout_source": "heldout_set"}
 """The resource key of each data file and its setting in the ``data`` block."""
 
@@ -251,11 +271,19 @@ class DataSettings(StrictModel):
     reference_set_columns: dict[str, str] = Field({}, description="as seed_prompts_columns, with response")
     heldout_set_columns: dict[str, str] = Field({}, description="as seed_prompts_columns, with response")
     max_instruction_chars: int = Field(2000, gt=0, description="longest accepted seed/reference instruction")
+    pair_review: str | None = Field(
+        None, description="the filled-in pair review sheet (CSV or JSONL, from `montessori review export`), read "
+        "when pairs.review is required; observed by content, so a new or edited sheet makes the teacher stale",
+    )
 
     def source(self, name: str) -> ExampleSource:
         """The data file ``name`` (a setting of this block, one of the values of :data:`DATA_FILES`)."""
         return ExampleSource(path=getattr(self, name), max_instruction_chars=self.max_instruction_chars,
                              columns=getattr(self, f"{name}_columns"))
+
+    def review_sheet(self, profile: str) -> ReviewSheet:
+        """The pair review sheet, naming ``profile`` (as the CLI takes it) in its messages."""
+        return ReviewSheet(path=self.pair_review, profile=profile)
 
 
 class ExperimentSettings(StrictModel):

@@ -11,6 +11,7 @@ from assets.config.base import StrictConfig, StrictResource, by_name
 from resources.generation.interface import SamplingParams
 from resources.influence.scoring import InfluenceParams
 from resources.preference.selection import SelectionParams
+from resources.synthesis.decontamination import DecontaminationParams
 from resources.synthesis.synthesize import SynthesisParams
 from resources.training.trl_trainers import DPOParams, LoraParams, SFTParams
 from resources.training.warmup import WarmupParams
@@ -148,8 +149,10 @@ class InfluenceSettings(StrictResource):
 
 
 class PairSettings(StrictResource):
-    """How influence scores become preference pairs."""
+    """How influence scores become preference pairs, and whether a person reviews them before DPO."""
 
+    # review changes the graph instead (the teacher then reads reviewed_pairs), not what preference_pairs holds
+    UNVERSIONED: ClassVar[frozenset[str]] = frozenset({"review"})
     baseline: Literal["before_step", "null_step"] = Field(
         "before_step",
         description="before_step: the paper's sign against L_ref before the step; "
@@ -173,6 +176,38 @@ class PairSettings(StrictResource):
         description="which text DPO prefers: instruction (the parsed instruction, re-tagged) or raw_output (the "
         "teacher's sampled output as it was, reason and tags included, as the official code)",
     )
+    review: Literal["off", "required"] = Field(
+        "off",
+        description="required: the pipeline stops before teacher_checkpoint until a person has reviewed the pairs "
+        "(`montessori review export` writes the sheet; mark each pair keep, drop or swap and set data.pair_review "
+        "to the file); the teacher then trains on the kept and swapped pairs only. off: DPO on every pair",
+    )
+
+
+class DecontaminationSettings(StrictResource):
+    """Generated rows (round candidates, the student dataset, the baseline) checked against the reference and
+    held-out sets: a shared word n-gram or a ROUGE-L near-duplicate marks a row contaminated."""
+
+    action: Literal["drop", "block", "warn"] = Field(
+        "drop",
+        description="drop: a contaminated row is filtered like any rejected sample (verdict contaminated, kept "
+        "in the candidates table with its match); block: rows are kept and marked, and a blocking check fails "
+        "naming them; warn: rows are kept and marked, and the check only warns",
+    )
+    ngram: int = Field(13, gt=0, description="words two long texts must share in a row (GPT-3's 13-gram)")
+    min_ngram: int = Field(
+        8, gt=0, description="a text shorter than ngram words matches when all of it (at least this many words) is "
+        "shared; shorter texts are judged by ROUGE-L only (GPT-3's floor: shorter runs collide by chance)",
+    )
+    rouge_threshold: float = Field(
+        0.7, gt=0.0, le=1.0,
+        description="near-duplicate when the ROUGE-L F1 of an instruction (answer) against a set instruction "
+        "(response) is above this",
+    )
+
+    def params(self) -> DecontaminationParams:
+        """The decontamination engine's parameters."""
+        return by_name(DecontaminationParams, self)
 
 
 class LoraSettings(StrictConfig):

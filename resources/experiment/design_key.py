@@ -26,10 +26,14 @@ are the same): never in the key, so turning them on or off does not redo stored 
 ADDED_SINCE_DESIGN_2: dict[str, dict[str, Any]] = {
     "student_dataset": {"select": "none", "select_share": 0.5},
     "synthesis": {"script": "ascii"},
+    "pairs": {"review": "off"},
+    "data": {"pair_review": None},
+    "decontamination": {"action": "warn", "ngram": 13, "min_ngram": 8, "rouge_threshold": 0.7},
     "experiment": {"on_task": "arithmetic"},
 }
 """Settings added after design 2 ran, with the value that does what design 2 did (no selection in the pipeline's
-final dataset; the link-1 arms' size is a new job kind, not a change to design 2's jobs; the arithmetic rule)."""
+final dataset; the link-1 arms' size is a new job kind, not a change to design 2's jobs; the arithmetic rule; ASCII
+text only; no pair review; decontamination that marks rows but drops none)."""
 NOT_DESIGN = {"storage", "automation"}
 """Blocks that never change a result: where tables go (set per run) and when stages are launched."""
 DESIGN_2_FILES = {

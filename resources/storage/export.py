@@ -49,6 +49,8 @@ class Provenance(TypedDict, total=False):
     run_id: str
     upstream_data_versions: dict[str, str | None]
     verdict: str
+    review: dict[str, dict[str, Any]]
+    decontamination: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,14 @@ def _card_body(df: pl.DataFrame, provenance: Provenance, card: CardInfo, format:
         "",
         provenance.get("verdict", "no evaluation recorded"),
         "",
+        "### Review of the preference pairs",
+        "",
+        *_review_lines(provenance.get("review", {})),
+        "",
+        "### Decontamination",
+        "",
+        _decontamination_line(provenance.get("decontamination", {})),
+        "",
         "### Upstream data versions",
         "",
         "| asset | data version |",
@@ -193,6 +203,32 @@ def _card_body(df: pl.DataFrame, provenance: Provenance, card: CardInfo, format:
     if "settings_yaml" in provenance:
         lines += [SETTINGS_HEADING, "", "```yaml", _settings_text(provenance) + "```", ""]
     return "\n".join(lines)
+
+
+def _review_lines(reviews: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per tuned teacher: which review its pairs had (or none)."""
+    if not reviews:
+        return ["no tuned teacher in this dataset's lineage (the untuned teacher wrote it)"]
+    lines = []
+    for teacher, review in reviews.items():
+        if review.get("review", "off") == "off":
+            lines.append(f"- {teacher}: pairs not reviewed (pairs.review: off); DPO on every pair")
+        else:
+            lines.append(f"- {teacher}: review sheet `{review['review']}` by {review.get('reviewer', 'unnamed')}: "
+                         f"{review.get('pairs_kept', 0)} pairs kept, {review.get('pairs_dropped', 0)} dropped, "
+                         f"{review.get('pairs_swapped', 0)} swapped")
+    return lines
+
+
+def _decontamination_line(settings: dict[str, Any]) -> str:
+    """The decontamination settings and what they flagged in this table."""
+    if not settings:
+        return "not recorded"
+    flagged = settings.get("by_set") or {}
+    counts = ", ".join(f"{n} row(s) matching {name}" for name, n in flagged.items()) or "no row flagged"
+    return (f"Checked against the reference and held-out sets (shared {settings.get('ngram')}-gram, whole texts down "
+            f"to {settings.get('min_ngram')} words, or ROUGE-L F1 > {settings.get('rouge_threshold')}); action "
+            f"`{settings.get('action')}`: {counts}.")
 
 
 def _loading_snippet(format: ExportFormat) -> str:

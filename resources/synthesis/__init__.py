@@ -4,4 +4,6 @@
   (every sample kept with its verdict)
 - :mod:`~resources.synthesis.text_filters` - parse the teacher's output, the official and extended
   filters, ROUGE-L dedup
+- :mod:`~resources.synthesis.decontamination` - generated rows matched against the reference and held-out sets
+  (shared n-grams, ROUGE-L near-duplicates)
 """

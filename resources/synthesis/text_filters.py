@@ -243,8 +243,12 @@ def dedup_rouge_l(texts: Sequence[str], threshold: float = 0.7, existing: Sequen
     return [verdict.keep for verdict in dedup_rouge_l_detailed(texts, threshold, existing)]
 
 
+def rouge_l_matrix(predictions: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+    """ROUGE-L F1 (rouge_score, no stemmer) of every prediction (rows) against every target (columns)."""
+    encode = _Encoder()
+    return _rouge_l_f1([encode(text) for text in predictions], [encode(text) for text in targets])
+
+
 def pairwise_rouge_l(texts: Sequence[str]) -> np.ndarray:
     """ROUGE-L F1 (rouge_score, no stemmer) of every text against every other: a symmetric matrix."""
-    encode = _Encoder()
-    encoded = [encode(text) for text in texts]
-    return _rouge_l_f1(encoded, encoded)
+    return rouge_l_matrix(texts, texts)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import Config
+from dagster import AssetKey, Config
 
 from dagster_project.definitions import build_definitions
 from dagster_project.settings import PROFILE_DIR, STAGE_BLOCKS
@@ -17,6 +17,7 @@ from dagster_project.settings import PROFILE_DIR, STAGE_BLOCKS
 # Which assets receive each stage's settings, written out by hand (the oracle the wiring is checked against).
 RECEIVERS = {
     "synthesis": {"synthetic_instructions", "student_dataset", "baseline_dataset"},
+    "decontamination": {"synthetic_instructions", "student_dataset", "baseline_dataset"},
     "warmup": {"warm_student", "influence_scores"},
     "influence": {"influence_scores", "student_dataset"},
     "pairs": {"preference_pairs"},  # which also receives runtime (the random signal's seed)
@@ -49,11 +50,16 @@ def _changed(annotation: object, value: object) -> object:
     return f"{value}-changed"
 
 
+GRAPH_SETTINGS = {("pairs", "review")}  # changes the graph, not a code version: test_review_changes_the_graph
+
+
 def _cases() -> list[tuple[str, tuple[str, ...]]]:
     cases = []
     for block, model in STAGE_BLOCKS.items():
         defaults = model()
         for name in model.model_fields:
+            if (block, name) in GRAPH_SETTINGS:
+                continue
             value = getattr(defaults, name)
             if isinstance(value, Config):
                 cases += [(block, (name, sub)) for sub in type(value).model_fields]
@@ -134,3 +140,17 @@ def test_runtime_seed_and_precision_reach_every_model_stage(tmp_path: Path, base
     changed = {name for name, version in _versions(tmp_path, raw).items() if base_versions[name] != version}
     assert changed == {"synthetic_instructions", "warm_student", "influence_scores", "preference_pairs",
                        "teacher_checkpoint", "student_dataset", "baseline_dataset", "student_evaluation"}
+
+
+def test_review_changes_the_graph_not_the_pairs(tmp_path: Path, base_versions: dict[str, str]) -> None:
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    raw["pairs"]["review"] = "required"
+    path = tmp_path / "reviewed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    graph = build_definitions(str(path)).resolve_asset_graph()
+    reviewed = {key.to_user_string(): graph.get(key).code_version for key in graph.materializable_asset_keys}
+    assert set(reviewed) - set(base_versions) == {"reviewed_pairs"}
+    assert all(reviewed[name] == version for name, version in base_versions.items())  # preference_pairs too
+    teacher = graph.get(AssetKey("teacher_checkpoint"))
+    assert teacher.parent_keys == {AssetKey("reviewed_pairs")}
+    assert graph.get(AssetKey("reviewed_pairs")).parent_keys == {AssetKey("preference_pairs"), AssetKey("pair_review")}

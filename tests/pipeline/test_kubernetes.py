@@ -46,6 +46,7 @@ CPU_STEPS = {
     "synthetic_instructions_synthetic_instructions_schema", "synthetic_instructions_no_near_duplicates",
     "influence_scores_influence_scores_valid", "preference_pairs_pairs_are_ordered",
     "student_dataset_student_dataset_names_its_teacher", "student_dataset_diversity_not_collapsed",
+    "synthetic_instructions_not_contaminated", "student_dataset_not_contaminated", "baseline_dataset_not_contaminated",
 }
 KUBECONFIG = """\
 apiVersion: v1

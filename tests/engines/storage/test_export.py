@@ -29,6 +29,10 @@ PROVENANCE: Provenance = {
     "run_id": "run-42",
     "upstream_data_versions": {"teacher_checkpoint": "abc123", "synthetic_instructions": "def456"},
     "verdict": "montessori: heldout loss 1.20 vs self_instruct 1.31 (better, p=0.04)",
+    "review": {"teacher_checkpoint": {"review": "5e7f00aa11bb22cc", "reviewer": "ada", "pairs_kept": 9,
+                                      "pairs_dropped": 1, "pairs_swapped": 1}},
+    "decontamination": {"action": "drop", "ngram": 13, "min_ngram": 8, "rouge_threshold": 0.7, "rows": 1,
+                        "by_set": {"heldout_set": 1}},
 }
 CARD = CardInfo(pretty_name="Montessori tiny", license="apache-2.0")
 
@@ -55,7 +59,10 @@ def test_export_loads_back_and_its_card_carries_the_provenance(tmp_path: Path, f
     assert front["dataset_info"]["splits"][0]["num_examples"] == DATASET.height
     assert read_card_provenance(folder) == {**PROVENANCE, "settings_version": content_version(SETTINGS)}
     assert yaml.safe_load(read_card_provenance(folder)["settings_yaml"]) == yaml.safe_load(SETTINGS)
-    for text in ("abc123", "run-42", "embedded:smollm2", "def456", "better, p=0.04"):
+    for text in ("abc123", "run-42", "embedded:smollm2", "def456", "better, p=0.04",
+                 "review sheet `5e7f00aa11bb22cc` by ada: 9 pairs kept, 1 dropped, 1 swapped",
+                 "shared 13-gram, whole texts down to 8 words, or ROUGE-L F1 > 0.7); action `drop`: 1 row(s) "
+                 "matching heldout_set"):
         assert text in card.text
     if format != "hf":  # the card's configs let load_dataset find the file from the folder alone
         rows = load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "cache2")).to_polars()
