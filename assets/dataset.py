@@ -14,6 +14,7 @@ from assets.config import (
     StudentDatasetSettings,
     SynthesisSettings,
 )
+from assets.cost import metered
 from assets.influence import score_candidates
 from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
@@ -48,6 +49,7 @@ def build_student_dataset(last_round: int) -> AssetsDefinition:
            ins={"teacher_checkpoint": AssetIn(round_key_path("teacher_checkpoint", last_round)),
                 "warm_student": AssetIn(round_key_path("warm_student", last_round)),
                 "seed_prompts": AssetIn("seed_prompts"), "reference_set": AssetIn("reference_set")})
+    @metered()
     def student_dataset(
         context: AssetExecutionContext, student_dataset: StudentDatasetSettings, synthesis: SynthesisSettings,
         influence: InfluenceSettings, runtime: Runtime, generation: GenerationBackend, stores: Stores,
@@ -76,6 +78,7 @@ def build_student_dataset(last_round: int) -> AssetsDefinition:
 
 
 @asset(group_name="evaluation", kinds={"parquet"}, **on_gpu("baseline_dataset"))
+@metered()
 def baseline_dataset(
     context: AssetExecutionContext, final_prompts: FinalPromptSettings, synthesis: SynthesisSettings,
     runtime: Runtime, generation: GenerationBackend, stores: Stores, teacher: ModelSource,

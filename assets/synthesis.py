@@ -7,6 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Output, asset
 
 from assets.config import GenerationBackend, ModelSource, Runtime, Stores, SynthesisSettings
+from assets.cost import metered
 from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from resources.generation.chunk_cache import ChunkedGeneration
@@ -66,6 +67,7 @@ def build_synthesis(round_number: int, group: str) -> AssetsDefinition:
     if round_number == 1:
 
         @decorator
+        @metered()
         def synthetic_instructions(
             context: AssetExecutionContext, synthesis: SynthesisSettings, runtime: Runtime,
             generation: GenerationBackend, stores: Stores, teacher: ModelSource, seed_prompts: pl.DataFrame,
@@ -76,6 +78,7 @@ def build_synthesis(round_number: int, group: str) -> AssetsDefinition:
         return synthetic_instructions
 
     @decorator
+    @metered()
     def next_round_synthetic_instructions(
         context: AssetExecutionContext, synthesis: SynthesisSettings, runtime: Runtime, generation: GenerationBackend,
         stores: Stores, seed_prompts: pl.DataFrame, previous_teacher: pl.DataFrame,

@@ -17,6 +17,7 @@ from dagster import (
 
 from dagster_project.definitions import build_definitions, prepare_process
 from dagster_project.experiment import add_experiment_command
+from dagster_project.inspection import add_inspection_commands
 from dagster_project.lineage import (
     export_provenance,
     file_stamp,
@@ -25,9 +26,10 @@ from dagster_project.lineage import (
     protected_paths,
     versions,
 )
-from dagster_project.runs import ensure_dagster_home, execute_pipeline, run_summary
+from dagster_project.runs import ensure_dagster_home, execute_pipeline, run_costs, run_summary
 from dagster_project.settings import SettingsError, load_settings
 from dagster_project.staleness import asset_status
+from resources.cost.ledger import cost_table, overhead
 from resources.storage.export import CardInfo, export_dataset, push_to_hub
 from resources.storage.prune import delete_versions, plan_prune
 from resources.storage.tables import TableStore
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     result = execute_pipeline(args.profile, selection, instance)
     summary = run_summary(instance, result)
     _print_table(summary)
+    costs = run_costs(defs.resources["stores"], result.run_id)
+    montessori_overhead = overhead(costs)
     if not result.success:
         print(f"\nrun {result.run_id} FAILED; see the log above or the Dagster UI", file=sys.stderr)
         return 1
@@ -117,8 +121,14 @@ def run(args: argparse.Namespace) -> int:
         if "report_path" in row:
             print(f"report: {row['report_path']}/report.md")
     print(f"run {result.run_id} in {instance.root_directory}")
+    if costs:  # last, so the demo ends with what it cost
+        print(f"\ncost per stage (`montessori cost --run {result.run_id[:8]}` prints it again)\n{cost_table(costs)}")
+    if montessori_overhead:
+        print(montessori_overhead.sentence())
     if args.json:
-        print(json.dumps({"run_id": result.run_id, "assets": summary}))
+        cost = {"stages": {c.asset or c.stage: {**c.usage.as_dict(), "money": c.money} for c in costs},
+                "overhead": montessori_overhead.ratio if montessori_overhead else None}
+        print(json.dumps({"run_id": result.run_id, "assets": summary, "cost": cost}))
     return 0
 
 
@@ -214,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                                help="also push to this Hub dataset repo (needs HF_TOKEN or a saved login)")
     export_parser.set_defaults(handler=export_command)
     add_experiment_command(commands)
+    add_inspection_commands(commands)
     args = parser.parse_args(argv)
     prepare_process()
     try:

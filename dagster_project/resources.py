@@ -32,5 +32,5 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         **{key: settings.data.source(name) for key, name in DATA_FILES.items()},
         **{block: getattr(settings, block) for block in STAGE_BLOCKS},
         "final_prompts": settings.student_dataset.prompts(),
-        "io_manager": ParquetIOManager(stores=stores),
+        "io_manager": ParquetIOManager(stores=stores, prices=settings.prices),
     }

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, JobExecutionResult, build_reconstructable_job, execute_job
 
+from assets.config import Stores
 from dagster_project.definitions import pipeline_job
 from dagster_project.settings import PROJECT_ROOT
+from resources.cost.ledger import CostLedger, StageCost, stage_costs
 
 INSTANCE_DEFAULTS = Path(__file__).parent / "instance.yaml"  # what `make ui` gives a new DAGSTER_HOME
 
@@ -51,6 +53,11 @@ def run_summary(instance: DagsterInstance, result) -> dict[str, dict[str, object
             **{key: metadata[key].value for key in HEADLINE_METADATA if key in metadata},
         }
     return summary
+
+
+def run_costs(stores: Stores, run_id: str) -> list[StageCost]:
+    """Per stage of run ``run_id``: what it used and cost, from the run's cost ledger."""
+    return stage_costs(CostLedger(stores.table_store(), stores.namespace).read(run_id))
 
 
 def execute_pipeline(

@@ -24,6 +24,7 @@ from assets.config import (
     KubernetesSettings,
     ModelSettings,
     PairSettings,
+    PriceSettings,
     RuntimeSettings,
     StorageSettings,
     StrictModel,
@@ -51,6 +52,7 @@ class Settings(StrictModel):
     data: DataSettings = Field(default_factory=DataSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    prices: PriceSettings = Field(default_factory=PriceSettings)
     synthesis: SynthesisSettings = Field(default_factory=SynthesisSettings)
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)
     influence: InfluenceSettings = Field(default_factory=InfluenceSettings)

@@ -1,9 +1,9 @@
 """Dagster's side of the settings: the typed resources every asset declares, one per concern.
 
 - :mod:`~assets.config.base` - strict bases, ``versioned_config`` (what enters code versions), the path resolver
-- :mod:`~assets.config.infrastructure` - the ``runtime``, ``models``, ``storage``, ``data``, ``kubernetes`` and
-  ``export`` blocks, and the resources made of them (``Runtime``, ``GenerationBackend``, ``TrainingLauncher``,
-  ``ModelSource``, ``Stores``, ``ExampleSource``)
+- :mod:`~assets.config.infrastructure` - the ``runtime``, ``models``, ``storage``, ``data``, ``kubernetes``,
+  ``export`` and ``prices`` blocks, and the resources made of them (``Runtime``, ``GenerationBackend``,
+  ``TrainingLauncher``, ``ModelSource``, ``Stores``, ``ExampleSource``)
 - :mod:`~assets.config.stages` - one block per stage (``synthesis``, ``warmup``, ``influence``, ``pairs``, ``dpo``,
   ``student_dataset``, ``evaluation``), each the resource its assets declare
 
@@ -23,6 +23,7 @@ from assets.config.infrastructure import (
     KubernetesSettings,
     ModelSettings,
     ModelSource,
+    PriceSettings,
     Runtime,
     RuntimeSettings,
     StorageSettings,
@@ -46,7 +47,7 @@ from assets.config.stages import (
 __all__ = [
     "DATA_FILES", "PROJECT_ROOT", "DPOSettings", "DataSettings", "EvaluationSettings", "ExampleSource", "Executor",
     "ExportSettings", "FinalPromptSettings", "GenerationBackend", "GenerationSettings", "InfluenceSettings",
-    "KubernetesSettings", "LoraSettings", "ModelSettings", "ModelSource", "PairSettings", "Runtime",
+    "KubernetesSettings", "LoraSettings", "ModelSettings", "ModelSource", "PairSettings", "PriceSettings", "Runtime",
     "RuntimeSettings", "StorageSettings", "Stores", "StrictConfig", "StrictModel", "StrictResource",
     "StudentDatasetSettings", "SynthesisSettings", "TrainingLauncher", "WarmupSettings", "by_name", "resolve_path",
     "runtime_part",

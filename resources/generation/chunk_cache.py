@@ -16,13 +16,14 @@ from collections.abc import Callable
 import polars as pl
 from upath import UPath
 
+from resources.cost.usage import TALLY
 from resources.generation.interface import GenerationStats, Generator, Progress, SamplingParams
 from resources.storage.tables import TableStore
 
 
 class ChunkedGeneration:
     """Wraps a :class:`Generator`; ``generate`` reuses saved chunks and saves each new chunk at once, under
-    ``generation_cache/`` of the table ``store``."""
+    ``generation_cache/`` of the table ``store``. Prompts read back are counted as reused in the usage tally."""
 
     def __init__(
         self, generator: Generator, store: TableStore, model_key: str, chunk_size: int, log: Callable[[str], None]
@@ -56,6 +57,7 @@ class ChunkedGeneration:
             if path.exists():
                 results += TableStore.read(path, self.store.policy)["completions"].to_list()
                 reused += len(chunk)
+                TALLY.add(reused_examples=len(chunk))
                 continue
             report = progress and (lambda done, _, offset=start: progress(offset + done, len(prompts)))
             outputs = self.generator.generate(chunk, dataclasses.replace(params, seed=params.seed + start), report)
