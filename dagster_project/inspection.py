@@ -47,8 +47,8 @@ def plan_command(args: argparse.Namespace) -> int:
     print(f"profile {settings.name}: valid ({settings.rounds} round(s), {synthesis.style} prompts, "
           f"{synthesis.filters} filters, influence {influence.method}, device {runtime.torch_device})")
     teacher, student = resources["teacher"].folder(), resources["student"].folder()
-    print(f"teacher {settings.models.teacher}: {teacher} ({_weights_mb(teacher):.0f} MB of weights)")
-    print(f"student {settings.models.student}: {student} ({_weights_mb(student):.0f} MB of weights)")
+    print(f"teacher {settings.models.teacher}: {teacher} ({_weights_mb(teacher):.1f} MB of weights)")
+    print(f"student {settings.models.student}: {student} ({_weights_mb(student):.1f} MB of weights)")
     _, tokenizer = load_causal_lm(student, "cpu", runtime.dtype)
     data = {}
     for key, name in (("seed_source", "seed_prompts"), ("reference_source", "reference_set"),

@@ -115,6 +115,7 @@ def test_a_stage_setting_changes_exactly_its_receivers(
         ("storage", "tables", "/tmp/elsewhere", set()),
         ("storage", "cache", "/tmp/shared-cache", set()),
         ("data", "reference_set", "data/reference_math.jsonl", {"reference_set"}),
+        ("prices", "per_gpu_hour", 2.5, set()),  # prices change no data
     ],
 )
 def test_cross_cutting_settings(
