@@ -23,8 +23,6 @@ from resources.cost.usage import Usage
 from resources.storage.tables import TableStore
 
 LEDGER_FOLDER = "cost_ledger"
-USAGE_FIELDS = [f.name for f in fields(Usage)]
-PEAKS = ("peak_accelerator_mb", "peak_rss_mb")
 MONTESSORI_ONLY = ("synthetic_instructions", "warm_student", "influence_scores", "preference_pairs",
                    "teacher_checkpoint")
 """The stages (of every round) that Self-Instruct does not need: the rounds' candidates, warm student, influence,
@@ -32,7 +30,7 @@ pairs and teacher DPO. Both methods then write their dataset (student_dataset an
 BASELINE = "baseline_dataset"
 SCHEMA = {
     "run_id": pl.String, "step": pl.String, "stage": pl.String, "asset": pl.String, "recorded_at": pl.Float64,
-    **{name: pl.Float64 if f.type == "float" else pl.Int64 for f in fields(Usage) for name in [f.name]},
+    **{f.name: pl.Float64 if f.type == "float" else pl.Int64 for f in fields(Usage)},
     "examples_per_second": pl.Float64, "reused": pl.Boolean, "money": pl.Float64, "currency": pl.String,
     "price_table": pl.String, "price_table_version": pl.String,
 }

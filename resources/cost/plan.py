@@ -76,6 +76,7 @@ class Rates:
     prompt_tokens: float = 0.0  # mean tokens of a synthesis prompt
     sample_tokens: float = 0.0  # mean generated tokens of an instruction completion
     response_tokens: float = 0.0
+    answer_prompt_tokens: float = 0.0  # mean tokens of the prompt asking for an answer
     kept_share: float = 0.0
     row_tokens: float = 0.0  # mean encoded tokens of an (instruction, response) training row
     train_tokens_per_second: float = 0.0
@@ -84,6 +85,7 @@ class Rates:
     seconds_per_candidate: float = 0.0
     cpu_per_wall: float = 1.0
     heldout_tokens: int = 0
+    heldout_rows: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -153,6 +155,7 @@ def measure(
     rates.prompt_tokens = _per(asked.prompt_tokens, asked.prompts)
     rates.sample_tokens = _per(asked.generated_tokens, asked.completions)
     rates.response_tokens = _per(responses.generated_tokens, responses.completions)
+    rates.answer_prompt_tokens = _per(responses.prompt_tokens, responses.prompts)
     rates.kept_share = float(table["kept"].mean()) if table.height else 0.0
     kept = table.filter(pl.col("kept"))
     if kept.height < 2:
@@ -180,7 +183,7 @@ def _measure_student(
     rates.row_tokens = sum(len(e.input_ids) for e in examples) / len(examples)
     heldout_examples = encode_pairs(tokenizer, heldout["instruction"].to_list(), heldout["response"].to_list(),
                                     params.eval_max_length)
-    rates.heldout_tokens = sum(len(e.input_ids) for e in heldout_examples)
+    rates.heldout_tokens, rates.heldout_rows = sum(len(e.input_ids) for e in heldout_examples), len(heldout_examples)
     config = dataclasses.replace(params.warmup, epochs=1, gradient_accumulation=1)
     trained, started = TALLY.snapshot()["tokens_trained"], time.perf_counter()
     optimizer, _ = warmup_sft(model, examples, tokenizer.pad_token_id, config, log)
@@ -211,7 +214,7 @@ def _synthesis_usage(prompts: int, samples_per_prompt: int, rates: Rates) -> tup
     kept = round(samples * rates.kept_share)
     seconds = samples * rates.seconds_per_sample + kept * rates.seconds_per_response
     usage = Usage(wall_seconds=seconds, examples=samples,
-                  tokens_in=round(prompts * rates.prompt_tokens + kept * rates.row_tokens / 2),
+                  tokens_in=round(prompts * rates.prompt_tokens + kept * rates.answer_prompt_tokens),
                   tokens_out=round(samples * rates.sample_tokens + kept * rates.response_tokens))
     return usage, kept
 
@@ -232,6 +235,8 @@ def project(params: PlanParams, rates: Rates, stages: list[str]) -> Projection:
     fine_tunings = 2 * params.eval_seeds
     eval_tokens = fine_tunings * final_kept * rates.row_tokens * params.eval_epochs
     heldout_seconds = (fine_tunings + 1) * rates.heldout_tokens * FORWARD_TOKEN_COST / train_rate
+    seconds_per_token = _per(rates.seconds_per_response, round(rates.response_tokens))
+    judge_seconds = fine_tunings * rates.heldout_rows * params.judge_tokens * seconds_per_token
     plans = {
         "synthetic_instructions": (round_synthesis, f"{params.num_prompts} prompts x {n} samples, "
                                    f"{rates.kept_share:.0%} kept and answered"),
@@ -255,11 +260,10 @@ def project(params: PlanParams, rates: Rates, stages: list[str]) -> Projection:
             if params.scores_final_dataset else 0.0)), f"{params.final_prompts} prompts x {n} samples by the tuned "
             "teacher" + (", each row scored for influence" if params.scores_final_dataset else "")),
         "student_evaluation": (Usage(wall_seconds=fine_tunings * rates.model_load_seconds + eval_tokens / train_rate
-                                     + heldout_seconds + fine_tunings * params.judge_tokens * rates.seconds_per_response
-                                     / max(rates.response_tokens, 1.0) * min(rates.heldout_tokens, 1),
-                                     examples=round(fine_tunings * final_kept), tokens_trained=round(eval_tokens)),
+                                     + heldout_seconds + judge_seconds, examples=round(fine_tunings * final_kept),
+                                     tokens_trained=round(eval_tokens)),
                                f"{fine_tunings} student fine-tunings on {final_kept} rows each, held-out loss of "
-                               f"{fine_tunings + 1} students"),
+                               f"{fine_tunings + 1} students" + (", answers for the judge" if judge_seconds else "")),
     }
     planned = []
     for stage in stages:
