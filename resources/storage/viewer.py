@@ -52,8 +52,8 @@ def _json_cell(value: Any) -> Any:
 
 
 def _script_json(value: object) -> str:
-    """JSON safe inside a ``<script>`` element (no ``</script>`` can close it early)."""
-    return json.dumps(value).replace("</", "<\\/").replace("<!--", "<\\!--")
+    """JSON safe inside a ``<script>`` element: every ``<`` escaped, so no text can close it or open a comment."""
+    return json.dumps(value).replace("<", "\\u003c")
 
 
 def render_page(table: pl.DataFrame, title: str, details: Mapping[str, str], kind: str | None = None) -> str:
