@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from assets.config import DATA_FILES, ExampleSource
+from assets.cost import metered
 from assets.output import table_output
 from resources.storage.user_data import content_version, load_examples
 
@@ -61,18 +62,21 @@ def _load(source: ExampleSource, columns: list[str]) -> Output[pl.DataFrame]:
 
 
 @asset(group_name="data", kinds={"parquet"}, deps=[f"seed_prompts{FILE_SUFFIX}"])
+@metered()
 def seed_prompts(seed_source: ExampleSource) -> Output[pl.DataFrame]:
     """Seed instructions the teacher imitates in its few-shot synthesis prompts."""
     return _load(seed_source, ["id", "instruction"])
 
 
 @asset(group_name="data", kinds={"parquet"}, deps=[f"reference_set{FILE_SUFFIX}"])
+@metered()
 def reference_set(reference_source: ExampleSource) -> Output[pl.DataFrame]:
     """Instruction/response pairs whose student loss defines "this example helps the student"."""
     return _load(reference_source, ["id", "instruction", "response"])
 
 
 @asset(group_name="data", kinds={"parquet"}, deps=[f"heldout_set{FILE_SUFFIX}"])
+@metered()
 def heldout_set(heldout_source: ExampleSource) -> Output[pl.DataFrame]:
     """Held-out instruction/response pairs for evaluation (never used to score influence)."""
     return _load(heldout_source, ["id", "instruction", "response"])

@@ -15,6 +15,7 @@ from assets.config import (
     StudentDatasetSettings,
     SynthesisSettings,
 )
+from assets.cost import metered
 from assets.influence import score_candidates
 from assets.output import recorded_path, table_output
 from assets.placement import on_gpu, round_key_path
@@ -72,6 +73,7 @@ def build_student_dataset(last_round: int) -> AssetsDefinition:
                 "warm_student": AssetIn(round_key_path("warm_student", last_round)),
                 "seed_prompts": AssetIn("seed_prompts"), "reference_set": AssetIn("reference_set"),
                 "heldout_set": AssetIn("heldout_set")})
+    @metered()
     def student_dataset(
         context: AssetExecutionContext, student_dataset: StudentDatasetSettings, synthesis: SynthesisSettings,
         decontamination: DecontaminationSettings, influence: InfluenceSettings, runtime: Runtime,
@@ -104,6 +106,7 @@ def build_student_dataset(last_round: int) -> AssetsDefinition:
 
 
 @asset(group_name="evaluation", kinds={"parquet"}, **on_gpu("baseline_dataset"))
+@metered()
 def baseline_dataset(
     context: AssetExecutionContext, final_prompts: FinalPromptSettings, synthesis: SynthesisSettings,
     decontamination: DecontaminationSettings, runtime: Runtime, generation: GenerationBackend, stores: Stores,

@@ -7,6 +7,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
 
 from assets.config import EvaluationSettings, ModelSource, Runtime, Stores, TrainingLauncher
+from assets.cost import count_examples, metered
 from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from resources.evaluation.diversity import diversity_stats, shared_texts
@@ -17,6 +18,7 @@ from resources.models import load_causal_lm
 
 
 @asset(group_name="evaluation", kinds={"pytorch", "parquet"}, **on_gpu("student_evaluation"))
+@metered()
 def student_evaluation(
     context: AssetExecutionContext,
     evaluation: EvaluationSettings,
@@ -44,6 +46,7 @@ def student_evaluation(
         judged = pl.DataFrame({"dataset": MONTESSORI, "seed": list(preference),
                                "judge_preference": list(preference.values())})
         results = results.join(judged, on=["dataset", "seed"], how="left")
+    count_examples(int(results["train_rows"].sum()))  # every row of every student fine-tuning
     comparison = compare(results, MONTESSORI, SELF_INSTRUCT)
     shared = shared_texts(student_dataset["instruction"], baseline_dataset["instruction"])
     context.log.info(f"{comparison.sentence()}; {shared} of {student_dataset.height} Montessori instructions "
@@ -72,6 +75,7 @@ def build_evaluation_report(last_round: int) -> AssetsDefinition:
     last = {name: AssetIn(round_key_path(name, last_round)) for name in LAST_ROUND_INPUTS}
 
     @asset(group_name="evaluation", kinds={"parquet"}, ins={**named, **last, **rounds})
+    @metered()
     def evaluation_report(
         context: AssetExecutionContext, stores: Stores, **inputs: pl.DataFrame
     ) -> Output[pl.DataFrame]:

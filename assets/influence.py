@@ -19,6 +19,7 @@ from dagster import (
 )
 
 from assets.config import InfluenceSettings, ModelSource, Runtime, Stores, WarmupSettings
+from assets.cost import count_examples, metered
 from assets.output import table_output
 from assets.placement import gpu_op, on_gpu, round_key_path
 from resources.influence.score_cache import InfluenceCache
@@ -39,6 +40,7 @@ def build_warm_student(round_number: int, group: str) -> AssetsDefinition:
     @asset(key=round_key_path("warm_student", round_number), group_name=group, kinds={"pytorch"},
            ins={"synthetic_instructions": AssetIn(round_key_path("synthetic_instructions", round_number))},
            **on_gpu("warm_student"))
+    @metered()
     def warm_student(
         context: AssetExecutionContext, warmup: WarmupSettings, runtime: Runtime, stores: Stores,
         student: ModelSource, synthetic_instructions: pl.DataFrame,
@@ -46,6 +48,7 @@ def build_warm_student(round_number: int, group: str) -> AssetsDefinition:
         """The student after warm-up SFT, with its AdamW state, as a checkpoint manifest (a warm-up with the same
         inputs published earlier in this checkpoint store is reused: :mod:`resources.training.warm_student_cache`)."""
         warm, _ = _split(warmup, runtime, synthetic_instructions)
+        count_examples(warm.height)
         runtime.prepare_torch()
         base = student.folder()
         published, losses, reused = warm_student_checkpoint(
@@ -118,15 +121,17 @@ def build_influence(round_number: int, group: str) -> AssetsDefinition:
             yield DynamicOutput(shard, mapping_key=f"shard_{index}")
 
     @op(name=f"{prefix}score_influence_shard", **gpu_op("score_influence_shard"))
+    @metered()
     def score_influence_shard(
         context: OpExecutionContext, influence: InfluenceSettings, runtime: Runtime, stores: Stores,
         shard: pl.DataFrame, warm_student: pl.DataFrame, reference_set: pl.DataFrame,
-    ) -> pl.DataFrame:
-        """Score one shard's candidates (cached scores are reused)."""
+    ) -> Output[pl.DataFrame]:
+        """Score one shard's candidates (cached scores are reused); the output carries the step's usage."""
         context.log.info(f"shard of {shard.height} candidates, method={influence.method}")
         return score_candidates(influence, runtime, stores, shard, warm_student, reference_set, context.log.info)
 
     @op(name=f"{prefix}merge_influence_shards")
+    @metered(examples_from_rows=False)  # the shards' steps count the candidates
     def merge_influence_shards(context: OpExecutionContext, shards: list[pl.DataFrame]) -> Output[pl.DataFrame]:
         """Merge shard scores in candidate order, whatever order the shards finished in."""
         scores = merge_shards(shards)

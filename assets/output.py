@@ -1,28 +1,70 @@
-"""How every asset reports what it wrote: a content-hash data version and readable metadata."""
+"""How every asset reports what it wrote: a content-hash data version, its column schema and a typed preview."""
 
+import json
 from typing import Any
 
 import polars as pl
-from dagster import AssetKey, DagsterInstance, DataVersion, MetadataValue, Output
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DataVersion,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableMetadataValue,
+    TableRecord,
+    TableSchema,
+)
 from upath import UPath
 
 from resources.storage.tables import frame_hash
 
+PREVIEW_ROWS = 5
+PREVIEW_WIDTH = 120
 
-def markdown_preview(df: pl.DataFrame, rows: int = 5, width: int = 60) -> str:
-    """The first ``rows`` rows as a markdown table, long strings shortened to ``width`` characters."""
-    shortened = df.head(rows).with_columns(
-        pl.col(c).str.slice(0, width) for c, t in df.schema.items() if t == pl.String
+
+def _column_type(dtype: pl.DataType) -> str:
+    """Dagster's name for a polars column type (``list<string>`` for a list of strings)."""
+    if isinstance(dtype, pl.List):
+        return f"list<{_column_type(dtype.inner)}>"
+    if dtype == pl.String:
+        return "string"
+    if dtype == pl.Boolean:
+        return "bool"
+    if dtype.is_integer():
+        return "int"
+    if dtype.is_float():
+        return "float"
+    return str(dtype).lower()
+
+
+def column_schema(df: pl.DataFrame) -> TableSchema:
+    """The table's columns and their types, as Dagster's column schema."""
+    return TableSchema(columns=[TableColumn(name, _column_type(dtype)) for name, dtype in df.schema.items()])
+
+
+def _cell(value: Any) -> str | int | float | bool | None:
+    """A value as a typed table cell: numbers and booleans as they are, text shortened, lists as JSON."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= PREVIEW_WIDTH else text[: PREVIEW_WIDTH - 1] + "…"
+
+
+def table_preview(df: pl.DataFrame) -> TableMetadataValue:
+    """The first rows as Dagster's typed table metadata (long texts shortened)."""
+    return MetadataValue.table(
+        records=[TableRecord({key: _cell(value) for key, value in row.items()})
+                 for row in df.head(PREVIEW_ROWS).iter_rows(named=True)],
+        schema=column_schema(df),
     )
-    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   tbl_rows=rows, tbl_cols=-1, fmt_str_lengths=width + 3):
-        return str(shortened)
 
 
 def table_output(
     df: pl.DataFrame, preview: list[str], version: str | None = None, **metadata: Any
 ) -> Output[pl.DataFrame]:
-    """Wrap a table as an Output with a DataVersion, row count and a markdown preview. The version is the
+    """Wrap a table as an Output with a DataVersion, row count, its column schema (``dagster/column_schema``) and a
+    typed preview of the first rows of the ``preview`` columns, which the UI shows as a table. The version is the
     table's content hash unless given: a checkpoint manifest passes its weights' hash, so retraining to
     identical weights (in another run or store) does not make anything downstream stale."""
     version = version or frame_hash(df)[:16]
@@ -32,7 +74,8 @@ def table_output(
         metadata={
             "rows": df.height,
             "data_version": version,
-            "preview": MetadataValue.md(markdown_preview(df.select(preview))),
+            "preview": table_preview(df.select(preview)),
+            "dagster/column_schema": MetadataValue.table_schema(column_schema(df)),
             **metadata,
         },
     )

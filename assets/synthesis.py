@@ -8,6 +8,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, Output, asset
 
 from assets.config import DecontaminationSettings, GenerationBackend, ModelSource, Runtime, Stores, SynthesisSettings
+from assets.cost import metered
 from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from resources.generation.chunk_cache import ChunkedGeneration
@@ -88,6 +89,7 @@ def build_synthesis(round_number: int, group: str) -> AssetsDefinition:
     if round_number == 1:
 
         @decorator
+        @metered()
         def synthetic_instructions(
             context: AssetExecutionContext, synthesis: SynthesisSettings, decontamination: DecontaminationSettings,
             runtime: Runtime, generation: GenerationBackend, stores: Stores, teacher: ModelSource,
@@ -101,6 +103,7 @@ def build_synthesis(round_number: int, group: str) -> AssetsDefinition:
         return synthetic_instructions
 
     @decorator
+    @metered()
     def next_round_synthetic_instructions(
         context: AssetExecutionContext, synthesis: SynthesisSettings, decontamination: DecontaminationSettings,
         runtime: Runtime, generation: GenerationBackend, stores: Stores, seed_prompts: pl.DataFrame,

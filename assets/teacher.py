@@ -8,6 +8,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, Output, asset
 
 from assets.config import DPOSettings, ModelSource, PairSettings, Runtime, Stores, TrainingLauncher
+from assets.cost import count_examples, metered
 from assets.output import table_output
 from assets.placement import on_gpu, round_key_path
 from resources.preference.pairs import build_pairs, positive_share
@@ -20,6 +21,7 @@ def build_preference_pairs(round_number: int, group: str) -> AssetsDefinition:
 
     @asset(key=round_key_path("preference_pairs", round_number), group_name=group, kinds={"parquet"},
            ins={"influence_scores": AssetIn(round_key_path("influence_scores", round_number))})
+    @metered()
     def preference_pairs(
         context: AssetExecutionContext, pairs: PairSettings, runtime: Runtime, influence_scores: pl.DataFrame
     ) -> Output[pl.DataFrame]:
@@ -50,6 +52,7 @@ def _tune(
 ) -> Output[pl.DataFrame]:
     """DPO of the teacher at ``base`` (policy and reference) on ``preference_pairs``; publish the weights."""
     params = dpo.params(runtime.seed)
+    count_examples(preference_pairs.height)
     runtime.prepare_torch()
     signal, target = preference_pairs["signal"][0], preference_pairs["target"][0]
     review = review_summary(preference_pairs)
@@ -87,6 +90,7 @@ def build_teacher_checkpoint(round_number: int, group: str, reviewed: bool = Fal
     if round_number == 1:
 
         @decorator
+        @metered()
         def teacher_checkpoint(
             context: AssetExecutionContext, dpo: DPOSettings, runtime: Runtime, launcher: TrainingLauncher,
             stores: Stores, teacher: ModelSource, preference_pairs: pl.DataFrame,
@@ -97,6 +101,7 @@ def build_teacher_checkpoint(round_number: int, group: str, reviewed: bool = Fal
         return teacher_checkpoint
 
     @decorator
+    @metered()
     def next_round_teacher_checkpoint(
         context: AssetExecutionContext, dpo: DPOSettings, runtime: Runtime, launcher: TrainingLauncher,
         stores: Stores, preference_pairs: pl.DataFrame, previous_teacher: pl.DataFrame,

@@ -18,6 +18,7 @@ from dagster import (
 from dagster_project.console import failed_steps
 from dagster_project.definitions import build_definitions, prepare_process
 from dagster_project.experiment import add_experiment_command
+from dagster_project.inspection import add_inspection_commands
 from dagster_project.lineage import (
     export_provenance,
     file_stamp,
@@ -32,12 +33,14 @@ from dagster_project.runs import (
     ensure_dagster_home,
     execute_pipeline,
     observe_files,
+    run_costs,
     run_summary,
     storage_problems,
     with_observed_inputs,
 )
 from dagster_project.settings import SettingsError, load_settings
 from dagster_project.staleness import asset_status
+from resources.cost.ledger import cost_table, overhead
 from resources.storage.export import CardInfo, export_dataset, push_to_hub
 from resources.storage.prune import delete_versions, plan_prune
 from resources.storage.tables import TableStore
@@ -137,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     result = execute_pipeline(args.profile, selection, instance, verbose=args.verbose)
     summary = run_summary(instance, result)
     _print_table(summary)
+    costs = run_costs(defs.resources["stores"], result.run_id)
+    montessori_overhead = overhead(costs)
     if not result.success:
         where = "above" if args.verbose else "in the run's event log (Dagster UI) or with --verbose"
         print(f"\nrun {result.run_id} FAILED (stack traces {where}); failed steps:", file=sys.stderr)
@@ -151,8 +156,14 @@ def run(args: argparse.Namespace) -> int:
         if "report_path" in row:
             print(f"report: {row['report_path']}/report.md")
     print(f"run {result.run_id} in {instance.root_directory}")
+    if costs:  # last, so the demo ends with what it cost
+        print(f"\ncost per stage (`montessori cost --run {result.run_id[:8]}` prints it again)\n{cost_table(costs)}")
+    if montessori_overhead:
+        print(montessori_overhead.sentence())
     if args.json:
-        print(json.dumps({"run_id": result.run_id, "assets": summary}))
+        cost = {"stages": {c.asset or c.stage: {**c.usage.as_dict(), "money": c.money} for c in costs},
+                "overhead": montessori_overhead.ratio if montessori_overhead else None}
+        print(json.dumps({"run_id": result.run_id, "assets": summary, "cost": cost}))
     return 0
 
 
@@ -251,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.set_defaults(handler=export_command)
     add_experiment_command(commands)
     add_review_command(commands)
+    add_inspection_commands(commands)
     args = parser.parse_args(argv)
     prepare_process()
     try:

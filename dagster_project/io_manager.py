@@ -11,8 +11,10 @@ from __future__ import annotations
 import polars as pl
 from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
 
-from assets.config import Stores
+from assets.config import PriceSettings, Stores
+from assets.cost import STEP_USAGE, ledger_metadata
 from assets.output import PATH_METADATA, recorded_path
+from resources.cost.ledger import CostLedger
 from resources.storage.tables import TableStore, frame_hash
 
 STAMPED_COLUMNS = ("teacher_version",)
@@ -20,9 +22,11 @@ STAMPED_COLUMNS = ("teacher_version",)
 
 class ParquetIOManager(ConfigurableIOManager):
     """Writes polars tables to ``{stores.tables}/{stores.namespace}/{asset key}/{data version}.parquet``; stamps
-    the run id (and the table's teacher_version, if it has one) into the Parquet metadata."""
+    the run id (and the table's teacher_version, if it has one) into the Parquet metadata. A metered step's usage
+    goes into the run's cost ledger (priced with ``prices``), and an asset's stage totals onto its materialization."""
 
     stores: Stores
+    prices: PriceSettings = PriceSettings()
 
     def _store(self) -> TableStore:
         return self.stores.table_store()
@@ -30,6 +34,11 @@ class ParquetIOManager(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: pl.DataFrame) -> None:
         """Publish the table as a new version (or find the identical one already stored); report its path."""
         store = self._store()
+        if STEP_USAGE in context.output_metadata:
+            ledger = CostLedger(store, self.stores.namespace)
+            asset = context.asset_key.to_user_string() if context.has_asset_key else None
+            context.add_output_metadata(ledger_metadata(ledger, self.prices.table(), context.run_id, context.step_key,
+                                                        asset, context.output_metadata[STEP_USAGE]))
         if not context.has_asset_key:  # an intermediate op output inside a graph-backed asset: run-scoped
             path = store.write(obj, store.location("_steps", *context.get_identifier()))
             context.add_output_metadata({PATH_METADATA: MetadataValue.path(str(path))})

@@ -34,5 +34,5 @@ def build_resources(settings: Settings, profile: str | None = None) -> dict[str,
         "review_sheet": settings.data.review_sheet(profile or settings.name),
         **{block: getattr(settings, block) for block in STAGE_BLOCKS},
         "final_prompts": settings.student_dataset.prompts(),
-        "io_manager": ParquetIOManager(stores=stores),
+        "io_manager": ParquetIOManager(stores=stores, prices=settings.prices),
     }

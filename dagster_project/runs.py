@@ -20,6 +20,7 @@ from assets.config import Stores
 from dagster_project.console import failed_steps
 from dagster_project.definitions import PIPELINE_JOB, pipeline_job
 from dagster_project.settings import PROJECT_ROOT
+from resources.cost.ledger import CostLedger, StageCost, stage_costs
 from resources.storage.retry import StorageError
 from resources.storage.tables import check_writable
 
@@ -105,6 +106,11 @@ def storage_problems(stores: Stores) -> list[str]:
         except StorageError as exc:
             problems.append(f"{setting}: {location} is not writable: {exc}")
     return problems
+
+
+def run_costs(stores: Stores, run_id: str) -> list[StageCost]:
+    """Per stage of run ``run_id``: what it used and cost, from the run's cost ledger."""
+    return stage_costs(CostLedger(stores.table_store(), stores.namespace).read(run_id))
 
 
 def execute_pipeline(

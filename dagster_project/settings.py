@@ -27,6 +27,7 @@ from assets.config import (
     KubernetesSettings,
     ModelSettings,
     PairSettings,
+    PriceSettings,
     RuntimeSettings,
     StorageSettings,
     StrictModel,
@@ -56,6 +57,7 @@ class Settings(StrictModel):
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    prices: PriceSettings = Field(default_factory=PriceSettings)
     synthesis: SynthesisSettings = Field(default_factory=SynthesisSettings)
     decontamination: DecontaminationSettings = Field(default_factory=DecontaminationSettings)
     warmup: WarmupSettings = Field(default_factory=WarmupSettings)

@@ -10,6 +10,7 @@ One subpackage per concern; each ``__init__`` is a table of contents of its modu
 - :mod:`resources.evaluation` - student SFT evaluation, judge, diversity, report plots
 - :mod:`resources.storage` - immutable tables and checkpoints (local or S3), user data files, retry, prune, export
 - :mod:`resources.experiment` - statistics, pre-registration, resumable runner, diagnostics, the effect design
+- :mod:`resources.cost` - what a stage used (tally, meter), prices, the per-run cost ledger, the ``plan`` projection
 
 Shared by several concerns: :mod:`resources.models` (model sources and loading) and :mod:`resources.quiet`
 (no third-party progress bars). Dagster's resources, the typed settings the assets declare, live in

@@ -2,7 +2,7 @@
 
 - :mod:`~assets.config.base` - strict bases, ``versioned_config`` (what enters code versions), the path resolver
 - :mod:`~assets.config.infrastructure` - the ``runtime``, ``models``, ``storage``, ``data``, ``experiment``,
-  ``automation``, ``kubernetes`` and ``export`` blocks, and the resources made of them (``Runtime``,
+  ``automation``, ``kubernetes``, ``export`` and ``prices`` blocks, and the resources made of them (``Runtime``,
   ``GenerationBackend``, ``TrainingLauncher``, ``ModelSource``, ``Stores``, ``ExampleSource``, ``ReviewSheet``)
 - :mod:`~assets.config.stages` - one block per stage (``synthesis``, ``decontamination``, ``warmup``, ``influence``,
   ``pairs``, ``dpo``, ``student_dataset``, ``evaluation``), each the resource its assets declare
@@ -25,6 +25,7 @@ from assets.config.infrastructure import (
     KubernetesSettings,
     ModelSettings,
     ModelSource,
+    PriceSettings,
     ReviewSheet,
     Runtime,
     RuntimeSettings,
@@ -51,7 +52,8 @@ __all__ = [
     "DATA_FILES", "PROJECT_ROOT", "AutomationSettings", "DPOSettings", "DataSettings", "DecontaminationSettings",
     "EvaluationSettings", "ExampleSource", "Executor", "ExperimentSettings", "ExportSettings", "FinalPromptSettings",
     "GenerationBackend", "GenerationSettings", "InfluenceSettings", "KubernetesSettings", "LoraSettings",
-    "ModelSettings", "ModelSource", "PairSettings", "ReviewSheet", "Runtime", "RuntimeSettings", "StorageSettings",
+    "ModelSettings", "ModelSource", "PairSettings", "PriceSettings", "ReviewSheet", "Runtime", "RuntimeSettings",
+    "StorageSettings",
     "Stores", "StrictConfig", "StrictModel", "StrictResource", "StudentDatasetSettings", "SynthesisSettings",
     "TrainingLauncher", "WarmupSettings", "by_name", "resolve_path", "runtime_part",
 ]

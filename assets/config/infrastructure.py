@@ -9,7 +9,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import torch
 from pydantic import BaseModel, Field, create_model, field_validator, model_validator
 
-from assets.config.base import StrictConfig, StrictModel, StrictResource, resolve_path
+from assets.config.base import StrictConfig, StrictModel, StrictResource, by_name, resolve_path
+from resources.cost.prices import PriceTable
 from resources.experiment.on_task import on_task_rule
 from resources.generation.interface import Generator
 from resources.generation.transformers_backend import TransformersGenerator
@@ -369,3 +370,23 @@ class ExportSettings(StrictModel):
     license: str = Field("unknown", description="Hub license id written in the card, e.g. apache-2.0")
     pretty_name: str | None = Field(None, description="card title; null: the profile's name")
     task_categories: list[str] = Field(["text-generation"], description="Hub task categories")
+
+
+class PriceSettings(StrictConfig):
+    """Optional prices that turn the cost ledger into money (``docs/cost.md``). Never part of a code version:
+    prices change no data. Each step's money is recorded with this table's content when it runs, so changing a price
+    later does not rewrite an old run's cost."""
+
+    currency: str = Field("USD", description="the currency the prices are in (a label)")
+    per_cpu_hour: float | None = Field(None, ge=0.0, description="per hour of process CPU time (user + system)")
+    per_gpu_hour: float | None = Field(None, ge=0.0, description="per hour a stage holds a CUDA device")
+    per_million_input_tokens: float | None = Field(
+        None, ge=0.0, description="per million prompt tokens sent to a generator (hosted models)"
+    )
+    per_million_output_tokens: float | None = Field(
+        None, ge=0.0, description="per million tokens a generator writes (hosted models)"
+    )
+
+    def table(self) -> PriceTable:
+        """The engine's price table."""
+        return by_name(PriceTable, self)

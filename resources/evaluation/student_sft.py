@@ -21,11 +21,12 @@ import torch
 from scipy.stats import ttest_rel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback
 
+from resources.cost.usage import TALLY
 from resources.evaluation.judge import student_answers
 from resources.models import load_causal_lm, resolve_dtype
 from resources.training.encoding import MeanLoss, encode_pairs
 from resources.training.launch import AccelerateLaunch, process_device, serve, share_of_batch
-from resources.training.trl_trainers import SFTParams, save_policy, trainer_arguments
+from resources.training.trl_trainers import SFTParams, save_policy, tokens_seen, trainer_arguments
 from resources.training.warmup import check_finite
 
 MONTESSORI, SELF_INSTRUCT = "montessori", "self_instruct"
@@ -45,7 +46,8 @@ def sft_student(
     output_folder: Path | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Fine-tune a fresh copy of the student on ``rows`` (instruction, response) with TRL SFT; with
-    ``output_folder``, also save it there (every process of a distributed run must call this)."""
+    ``output_folder``, also save it there (every process of a distributed run must call this). The tokens it saw
+    are added to this process's usage tally."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -62,6 +64,7 @@ def sft_student(
                              processing_class=tokenizer)
         trainer.remove_callback(PrinterCallback)
         result = trainer.train()
+        TALLY.add(tokens_trained=tokens_seen(trainer.state.log_history))
         if output_folder is not None:
             save_policy(trainer, output_folder, merge_adapter=False, dtype=dtype)
     check_finite(result.training_loss, "student SFT loss")
@@ -70,11 +73,13 @@ def sft_student(
 
 
 def _sft_job(job: dict, rows: pl.DataFrame) -> list[dict[str, float]]:
-    """One launched process's share of a student SFT job; the fine-tuned student is written to the job's output."""
+    """One launched process's share of a student SFT job; the fine-tuned student is written to the job's output;
+    the history holds the tokens the training saw (for the parent's usage tally)."""
     params = SFTParams(**{**job["params"], "batch_size": share_of_batch(job["params"]["batch_size"])})
+    before = TALLY.snapshot()["tokens_trained"]
     sft_student(job["model"], rows, params, job["seed"], process_device(job), resolve_dtype(job["precision"]),
                 Path(job["output"]))
-    return []
+    return [{"num_tokens": TALLY.snapshot()["tokens_trained"] - before}]
 
 
 def fine_tune(
@@ -87,7 +92,8 @@ def fine_tune(
     with tempfile.TemporaryDirectory() as scratch:
         job = {"model": student_folder, "output": scratch, "device": device.type,
                "precision": str(dtype).removeprefix("torch."), "params": dataclasses.asdict(params), "seed": seed}
-        launch.run(__name__, job, rows, "student SFT", log)
+        history = launch.run(__name__, job, rows, "student SFT", log)["history"]
+        TALLY.add(tokens_trained=tokens_seen(history))
         model, tokenizer = load_causal_lm(scratch, device, dtype)
     return model.eval(), tokenizer
 

@@ -34,8 +34,8 @@ ADDED_SINCE_DESIGN_2: dict[str, dict[str, Any]] = {
 """Settings added after design 2 ran, with the value that does what design 2 did (no selection in the pipeline's
 final dataset; the link-1 arms' size is a new job kind, not a change to design 2's jobs; the arithmetic rule; ASCII
 text only; no pair review; decontamination that marks rows but drops none)."""
-NOT_DESIGN = {"storage", "automation"}
-"""Blocks that never change a result: where tables go (set per run) and when stages are launched."""
+NOT_DESIGN = {"storage", "automation", "prices"}
+"""Blocks that never change a result: where tables go (set per run), when stages are launched, what they cost."""
 DESIGN_2_FILES = {
     "seed_prompts": "053855d434fcfc90",
     "reference_set": "fb520d485a8f91e5",

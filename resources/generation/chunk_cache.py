@@ -20,13 +20,14 @@ from collections.abc import Callable
 import polars as pl
 from upath import UPath
 
+from resources.cost.usage import TALLY
 from resources.generation.interface import GenerationStats, Generator, Progress, SamplingParams
 from resources.storage.tables import TableStore
 
 
 class ChunkedGeneration:
     """Wraps a :class:`Generator`; ``generate`` reuses saved chunks and saves each new chunk at once, under
-    ``generation_cache/`` of the table ``store``."""
+    ``generation_cache/`` of the table ``store``. Prompts read back are counted as reused in the usage tally."""
 
     def __init__(
         self, generator: Generator, store: TableStore, model_key: str, chunk_size: int, log: Callable[[str], None]
@@ -75,6 +76,7 @@ class ChunkedGeneration:
                     self.store.write(frame, self._path(params, at, part))
             results += [text for (first, _), found in zip(groups, saved, strict=True)
                         for text in (found if found is not None else generated[first])]
+        TALLY.add(reused_examples=len(prompts) - fresh)
         self.log(f"generation: reused {len(prompts) - fresh} of {len(prompts)} prompts from saved chunks, "
                  f"generated {fresh}")
         return results

@@ -10,6 +10,8 @@ from typing import Protocol
 
 from transformers import PreTrainedTokenizerBase
 
+from resources.cost.usage import TALLY, running_cost
+
 Progress = Callable[[int, int], None]
 
 
@@ -54,6 +56,12 @@ class GenerationStats:
         return {**asdict(self), **rounded}
 
 
+def counted(stats: GenerationStats) -> GenerationStats:
+    """``stats`` of one batch, also added to the process's usage tally (:data:`resources.cost.usage.TALLY`)."""
+    TALLY.add(tokens_in=stats.prompt_tokens, tokens_out=stats.generated_tokens)
+    return stats
+
+
 class Generator(Protocol):
     """Anything that turns prompts into ``n`` completions each; ``tokenizer`` applies the model's chat template;
     ``stats`` counts the tokens and time of every call so far."""
@@ -74,13 +82,14 @@ class Generator(Protocol):
 
 
 def rate_logger(logger: Callable[[str], None], label: str) -> Progress:
-    """A progress callback that logs done/total, rate and ETA."""
+    """A progress callback that logs done/total, rate and ETA, and the running stage's cost so far (seconds and
+    tokens, when the stage is metered: :func:`resources.cost.usage.running_cost`)."""
     started = time.monotonic()
 
     def report(done: int, total: int) -> None:
         elapsed = time.monotonic() - started
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else float("nan")
-        logger(f"{label}: {done}/{total} done, {rate:.2f}/s, ETA {eta:.0f} s")
+        logger(f"{label}: {done}/{total} done, {rate:.2f}/s, ETA {eta:.0f} s{running_cost()}")
 
     return report

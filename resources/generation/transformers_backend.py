@@ -14,7 +14,7 @@ from typing import TypeVar
 import torch
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
-from resources.generation.interface import GenerationStats, Progress, SamplingParams
+from resources.generation.interface import GenerationStats, Progress, SamplingParams, counted
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,10 @@ class TransformersGenerator:
                 **sampling_args,
             )
         generated = output[:, width:]
-        self.stats += GenerationStats(
+        self.stats += counted(GenerationStats(
             prompts=len(prompts), completions=generated.shape[0], prompt_tokens=int(encoded["attention_mask"].sum()),
             generated_tokens=int(generated_lengths(generated, self.model.generation_config.eos_token_id).sum()),
-        )
+        ))
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         return [texts[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
 

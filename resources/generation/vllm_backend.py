@@ -16,7 +16,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from resources.generation.interface import GenerationStats, Progress, SamplingParams
+from resources.generation.interface import GenerationStats, Progress, SamplingParams, counted
 
 INSTALL_HINT = (
     "runtime.generation_backend is 'vllm' but vllm cannot be imported ({error}); install the GPU extra with "
@@ -63,12 +63,12 @@ class VLLMGenerator:
         sampling = [self._sampling(params, params.seed + index) for index in range(len(prompts))]
         started = time.perf_counter()
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
-        self.stats += GenerationStats(
+        self.stats += counted(GenerationStats(
             prompts=len(prompts), completions=sum(len(out.outputs) for out in outputs),
             prompt_tokens=sum(len(request["prompt_token_ids"]) for request in requests),
             generated_tokens=sum(len(choice.token_ids) for out in outputs for choice in out.outputs),
             seconds=time.perf_counter() - started,
-        )
+        ))
         if progress:
             progress(len(prompts), len(prompts))
         return [[choice.text for choice in sorted(out.outputs, key=lambda c: c.index)] for out in outputs]

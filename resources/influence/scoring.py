@@ -10,6 +10,7 @@ import polars as pl
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from resources.cost.usage import TALLY
 from resources.generation.interface import rate_logger
 from resources.influence.engines import FirstOrderInfluence, make_influence_engine
 from resources.influence.score_cache import LOSS_COLUMN, SCORE_COLUMNS, InfluenceCache
@@ -125,6 +126,7 @@ def score_with_cache(
     cached = cache.load().filter(pl.col("candidate_id").is_in(candidates["candidate_id"].implode()))
     todo = candidates.join(cached.select("candidate_id"), on="candidate_id", how="anti")
     log(f"influence cache {cache.key}: reused {cached.height} scores, scoring {todo.height} new candidates")
+    TALLY.add(reused_examples=cached.height)
     if todo.height:
         fresh = score_influence(warm_folder, reference, todo, params, device, dtype, log, on_chunk=cache.save)
         cached = pl.concat([cached, fresh.select(cached.columns)])

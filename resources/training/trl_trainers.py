@@ -16,6 +16,7 @@ import polars as pl
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback
 
+from resources.cost.usage import TALLY
 from resources.models import load_causal_lm, resolve_dtype
 from resources.synthesis.text_filters import CLOSE_TAG, OPEN_TAG
 from resources.training.launch import AccelerateLaunch, process_device, serve, share_of_batch
@@ -88,6 +89,12 @@ def trainer_arguments(
         "save_strategy": "no", "report_to": [], "seed": seed, "use_cpu": torch.device(device).type == "cpu",
         "bf16": dtype == torch.bfloat16, "disable_tqdm": True,
     }
+
+
+def tokens_seen(history: list[dict[str, float]]) -> int:
+    """The tokens a TRL training saw (its cumulative ``num_tokens`` metric, every process counted; the attention
+    mask's tokens of every batch: DPO counts chosen and rejected), from its log history; 0 when not logged."""
+    return int(max((entry.get("num_tokens", 0) for entry in history), default=0))
 
 
 class _LossRecorder(TrainerCallback):
@@ -184,12 +191,16 @@ def run_dpo(
     teacher_folder: str, pairs: pl.DataFrame, params: DPOParams, output_folder: Path, device: torch.device,
     precision: str, launch: AccelerateLaunch | None = None, log_fn: Callable[[str], None] = log.info,
 ) -> list[dict[str, float]]:
-    """:func:`train_dpo` here, or under ``accelerate launch`` (this module as entry point) with ``launch``."""
+    """:func:`train_dpo` here, or under ``accelerate launch`` (this module as entry point) with ``launch``; the
+    tokens it saw are added to the usage tally."""
     if launch is None:
-        return train_dpo(teacher_folder, pairs, params, output_folder, device, resolve_dtype(precision))
-    job = {"model": teacher_folder, "output": str(output_folder), "device": device.type, "precision": precision,
-           "params": dataclasses.asdict(params)}
-    return launch.run(__name__, job, pairs, "DPO", log_fn)["history"]
+        history = train_dpo(teacher_folder, pairs, params, output_folder, device, resolve_dtype(precision))
+    else:
+        job = {"model": teacher_folder, "output": str(output_folder), "device": device.type, "precision": precision,
+               "params": dataclasses.asdict(params)}
+        history = launch.run(__name__, job, pairs, "DPO", log_fn)["history"]
+    TALLY.add(tokens_trained=tokens_seen(history))
+    return history
 
 
 def save_policy(trainer: Trainer, output_folder: Path, merge_adapter: bool, dtype: torch.dtype) -> None:

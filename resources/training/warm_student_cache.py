@@ -21,6 +21,7 @@ import polars as pl
 import torch
 from upath import UPath
 
+from resources.cost.usage import TALLY
 from resources.models import resolve_dtype
 from resources.storage.tables import (
     MANIFEST_FILE,
@@ -78,6 +79,7 @@ def warm_student_checkpoint(
         published, losses = reused
         log(f"warm student {published.content_hash[:16]} reused: an earlier run trained it from the same inputs "
             f"(warm_student_cache {cache.key})")
+        TALLY.add(reused_examples=rows.height)
         return published, losses, True
     with tempfile.TemporaryDirectory() as scratch:
         losses = train_warm_student(student_folder, rows, config, max_length, Path(scratch), device,

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from resources.cost.usage import TALLY
 from resources.models import load_causal_lm
 from resources.training.encoding import EncodedExample, check_choice, collate, token_loss_sums
 
@@ -126,7 +127,9 @@ def warmup_sft(
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate_at(len(losses), rows)
             optimizer.zero_grad(set_to_none=True)
-            loss = accumulated_loss(model, [examples[i] for i in order[start : start + width]], pad_id, config)
+            window = [examples[i] for i in order[start : start + width]]
+            loss = accumulated_loss(model, window, pad_id, config)
+            TALLY.add(tokens_trained=sum(len(example.input_ids) for example in window))
             optimizer.step()
             losses.append(check_finite(loss, f"warm-up loss at step {len(losses) + 1}"))
         log_fn(f"warm-up epoch {epoch + 1}/{config.epochs}: {len(losses)} steps, last loss {losses[-1]:.4f}")

@@ -123,6 +123,7 @@ def test_a_stage_setting_changes_exactly_its_receivers(
         ("data", "reference_set", "data/reference_math.jsonl", {"reference_set"}),
         ("automation", "mode", "on_change", set()),
         ("automation", "observe_every_minutes", 0, set()),
+        ("prices", "per_gpu_hour", 2.5, set()),  # prices change no data
     ],
 )
 def test_cross_cutting_settings(

@@ -1,8 +1,9 @@
 """The Dagster UI for real: `dagster dev` on the test profile, driven by headless Chromium.
 
 Opens the asset graph, launches "Materialize all", waits for the run to succeed, opens the student
-dataset's asset page and finds its teacher_version there, then opens the evaluation report's markdown and
-checks that its plots render. Screenshots go to ``.test-artifacts/``.
+dataset's asset page and finds its teacher_version, its column schema, the typed table of its first rows and the
+plots of its cost metadata there, then opens the evaluation report's markdown and checks that its plots render.
+Screenshots go to ``.test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -108,6 +109,22 @@ def test_materialize_all_from_the_ui(webserver) -> None:  # noqa: ANN001
         page.goto(f"{url}/assets/student_dataset", wait_until="networkidle")
         page.get_by_text(teacher_version).first.wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "ui-student-dataset.png"), full_page=True)
+
+        # the catalog shows the table's column schema and a typed table of its first rows (Dagster's table
+        # metadata), and plots the stage's cost across materializations
+        page.get_by_text("candidate_id", exact=True).first.wait_for(timeout=30_000)  # the Columns section
+        preview = page.get_by_text("preview", exact=True).first
+        preview.scroll_into_view_if_needed()
+        row = preview.locator("xpath=ancestor::tr[1]")
+        row.get_by_text("Show schema").wait_for(timeout=30_000)
+        assert row.locator("table").first.locator("tr").count() >= 2  # a header and at least one row
+        page.wait_for_timeout(1_000)
+        page.screenshot(path=str(ARTIFACTS / "ui-table-metadata.png"))
+        page.get_by_role("button", name="Plots").click()
+        plot = page.get_by_text("cost/wall_seconds", exact=True).first
+        plot.wait_for(timeout=30_000)
+        plot.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "ui-cost-plots.png"))
 
         page.goto(f"{url}/assets/evaluation_report", wait_until="networkidle")
         page.get_by_text("Show Markdown").first.click(timeout=60_000)  # the report metadata entry
