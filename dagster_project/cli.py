@@ -40,7 +40,7 @@ from dagster_project.runs import (
 )
 from dagster_project.settings import SettingsError, load_settings
 from dagster_project.staleness import asset_status
-from resources.cost.ledger import cost_table, overhead
+from resources.cost.ledger import Overhead, StageCost, cost_table, overhead
 from resources.storage.export import CardInfo, export_dataset, push_to_hub
 from resources.storage.prune import delete_versions, plan_prune
 from resources.storage.tables import TableStore
@@ -50,6 +50,13 @@ def _print_table(summary: dict[str, dict[str, object]]) -> None:
     print(f"\n{'asset':<24}{'rows':>6}{'seconds':>10}  path")
     for name, row in summary.items():
         print(f"{name:<24}{row['rows']!s:>6}{row['seconds']!s:>10}  {row['path']}")
+
+
+def _print_costs(costs: list[StageCost], montessori_overhead: Overhead | None, run_id: str) -> None:
+    if costs:
+        print(f"\ncost per stage (`montessori cost --run {run_id[:8]}` prints it again)\n{cost_table(costs)}")
+    if montessori_overhead:
+        print(montessori_overhead.sentence())
 
 
 def _load(profile: str) -> tuple[Definitions, DagsterInstance]:
@@ -143,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     costs = run_costs(defs.resources["stores"], result.run_id)
     montessori_overhead = overhead(costs)
     if not result.success:
+        _print_costs(costs, montessori_overhead, result.run_id)  # what the stages that ran used
         where = "above" if args.verbose else "in the run's event log (Dagster UI) or with --verbose"
         print(f"\nrun {result.run_id} FAILED (stack traces {where}); failed steps:", file=sys.stderr)
         for step, cause in failed_steps(instance, result.run_id).items():
@@ -156,10 +164,7 @@ def run(args: argparse.Namespace) -> int:
         if "report_path" in row:
             print(f"report: {row['report_path']}/report.md")
     print(f"run {result.run_id} in {instance.root_directory}")
-    if costs:  # last, so the demo ends with what it cost
-        print(f"\ncost per stage (`montessori cost --run {result.run_id[:8]}` prints it again)\n{cost_table(costs)}")
-    if montessori_overhead:
-        print(montessori_overhead.sentence())
+    _print_costs(costs, montessori_overhead, result.run_id)  # last, so the demo ends with what it cost
     if args.json:
         cost = {"stages": {c.asset or c.stage: {**c.usage.as_dict(), "money": c.money} for c in costs},
                 "overhead": montessori_overhead.ratio if montessori_overhead else None}

@@ -178,7 +178,7 @@ def cost_table(costs: list[StageCost]) -> str:
         name = cost.asset or cost.stage
         line = (f"{name:<24}{u.wall_seconds:>8.1f}{u.cpu_seconds:>8.1f}{u.accelerator_seconds:>7.1f}"
                 f"{u.peak_rss_mb:>12.0f}{u.tokens_in:>10,}{u.tokens_out:>11,}{u.tokens_trained:>9,}"
-                f"{u.examples:>9,}{u.examples_per_second:>7.1f}{u.reused_examples:>7,}")
+                f"{u.examples:>9,}{u.examples_per_second:>7.2f}{u.reused_examples:>7,}")
         if money:
             line += f"{cost.money:>10.4f}" if cost.money is not None else f"{'-':>10}"
         lines.append(line)
