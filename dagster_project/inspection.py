@@ -83,7 +83,7 @@ def plan_command(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{v}={n}" for v, n in table["verdict"].value_counts().sort("verdict").iter_rows())
     print(f"verdicts: {counts} ({rates.kept_share:.0%} kept)")
     graph = build_definitions(args.profile).resolve_asset_graph()
-    stages = [key.to_user_string() for key in graph.toposorted_asset_keys]
+    stages = [key.to_user_string() for key in graph.toposorted_asset_keys if graph.get(key).is_materializable]
     projection = project(params, rates, stages)
     _print_projection(projection, settings.prices.table().currency)
     if args.json:

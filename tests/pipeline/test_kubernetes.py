@@ -41,6 +41,7 @@ GPU_STEPS = {
     "teacher_checkpoint_teacher_loads_and_generates", "student_dataset", "baseline_dataset", "student_evaluation",
 }
 CPU_STEPS = {
+    "observe_seed_prompts_file", "observe_reference_set_file", "observe_heldout_set_file",
     "seed_prompts", "reference_set", "heldout_set", "preference_pairs", "evaluation_report",
     "influence_scores.plan_influence_shards", "influence_scores.merge_influence_shards",
     "synthetic_instructions_synthetic_instructions_schema", "synthetic_instructions_no_near_duplicates",

@@ -27,7 +27,7 @@ def test_pipeline_on_s3(tmp_path: Path, model_cache: Path, dagster_home: Path, s
     assert dataset.removeprefix("s3://montessori/") in keys
     assert any(k.startswith("checkpoints/teacher/") and k.endswith("_MANIFEST.json") for k in keys)
 
-    code = ("import polars as pl, sys; from resources.storage import TableStore; "
+    code = ("import polars as pl, sys; from resources.storage.tables import TableStore; "
             "t = TableStore.read(sys.argv[1]); print(t.height, t['teacher_version'][0])")
     fresh = subprocess.run([sys.executable, "-c", code, dataset], capture_output=True, text=True, check=True)
     rows, teacher_version = fresh.stdout.split()
