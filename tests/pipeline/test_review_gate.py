@@ -37,7 +37,7 @@ def with_sheet(profile: Path, sheet: Path | None, review: str = "required") -> P
 def test_review_gate_round_trip(tmp_path: Path, model_cache: Path, dagster_home: Path, capsys) -> None:  # noqa: ANN001
     profile = with_sheet(write_profile(tmp_path, model_cache), None)
     err = failed_run(capsys, "run", "--profile", str(profile), "--select", UP_TO_DATASET)
-    assert "reviewed_pairs: pairs.review is required and no review sheet is set (data.pair_review)" in err
+    assert "  reviewed_pairs: ValueError: pairs.review is required and no review sheet is set (data.pair_review)" in err
     assert f"montessori review export --profile {profile} --to review.csv" in err
     status = run_json(capsys, "status", "--profile", str(profile), "--json")
     assert status["preference_pairs"]["status"] == "fresh"  # the run stopped right before DPO
