@@ -9,10 +9,18 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from assets.config import DPOSettings, EvaluationSettings, LoraSettings, SynthesisSettings, WarmupSettings
+from assets.config import (
+    DPOSettings,
+    EvaluationSettings,
+    InfluenceSettings,
+    LoraSettings,
+    SynthesisSettings,
+    WarmupSettings,
+)
 from dagster_project.cli import main
 from dagster_project.settings import PROFILE_DIR
 from resources.generation.interface import SamplingParams
+from resources.influence.scoring import InfluenceParams
 from resources.synthesis.synthesize import SynthesisParams
 from resources.training.trl_trainers import DPOParams, LoraParams, SFTParams
 from resources.training.warmup import WarmupParams
@@ -55,6 +63,11 @@ def warmup_params(*positional: float, **overrides: object) -> WarmupParams:
     written), seed 0, with ``overrides`` (positional: learning_rate, epochs, batch_size)."""
     overrides |= dict(zip(("learning_rate", "epochs", "batch_size"), positional, strict=False))
     return dataclasses.replace(WarmupSettings().params(seed=0), **overrides)
+
+
+def influence_params(**overrides: object) -> InfluenceParams:
+    """Influence scoring parameters from the settings' defaults with ``overrides``."""
+    return dataclasses.replace(InfluenceSettings().params(), **overrides)
 
 
 def dpo_params(**overrides: object) -> DPOParams:

@@ -16,7 +16,7 @@ from resources.storage.tables import TableStore
 from resources.training.encoding import collate, encode_pairs, per_example_loss
 from resources.training.warm_start import train_warm_student
 from resources.training.warmup import load_training_state
-from tests.helpers import warmup_params
+from tests.helpers import influence_params, warmup_params
 
 WARMUP = [("Name a color.", "Blue."), ("Say hello.", "Hello there!"), ("What do bees make?", "Honey.")]
 CANDIDATES = [("Name a fruit.", "Apple."), ("What is 3 plus 3?", "6"), ("xq zv", "zz zz zz zz qq qq"),
@@ -56,15 +56,15 @@ def test_scoring_adds_candidate_loss_at_the_warm_state_and_caches_it(warm_folder
         "instruction": [c[0] for c in CANDIDATES], "response": [c[1] for c in CANDIDATES],
     })
     reference = pl.DataFrame({"instruction": [p[0] for p in WARMUP], "response": [p[1] for p in WARMUP]})
-    scoring = {"warm_folder": warm_folder, "reference": reference, "method": "exact", "param_pattern": None,
-               "batch_size": 4, "max_length": 64, "device": torch.device("cpu"), "dtype": torch.float32,
-               "chunk_size": 2}
+    scoring = {"warm_folder": warm_folder, "reference": reference, "device": torch.device("cpu"),
+               "dtype": torch.float32,
+               "params": influence_params(method="exact", reference_batch_size=4, max_length=64, chunk_size=2)}
     cache = InfluenceCache(TableStore(str(tmp_path / "tables")), "s", "r", {"method": "exact"})
-    scored = score_with_cache(cache, candidates.head(4), print, **scoring)
+    scored = score_with_cache(cache, candidates=candidates.head(4), log=print, **scoring)
     # every chunk, also those scored after influence steps were taken and undone, gets the warm state's loss
     assert scored["candidate_loss"].to_list() == pytest.approx(one_at_a_time(warm_folder)[:4], abs=1e-5)
     messages: list[str] = []
-    everything = score_with_cache(cache, candidates, messages.append, **scoring)
+    everything = score_with_cache(cache, candidates=candidates, log=messages.append, **scoring)
     assert "reused 4 scores, scoring 2 new" in messages[0]
     assert everything["candidate_loss"].to_list() == pytest.approx(one_at_a_time(warm_folder), abs=1e-5)
     pairs = build_pairs(everything, "null_step", "rank", signal="student_loss")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +18,7 @@ from resources.storage.tables import TableStore
 from resources.training.encoding import collate, encode_pairs, per_example_loss
 from resources.training.warm_start import train_warm_student
 from resources.training.warmup import warmup_sft
-from tests.helpers import warmup_params
+from tests.helpers import influence_params, warmup_params
 
 REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),
              ("What do bees make?", "Honey."), ("Give a synonym for big.", "Large.")]
@@ -178,8 +179,9 @@ def stage_inputs(model_cache: Path, tmp_path: Path) -> tuple[pl.DataFrame, dict]
                        warm_folder, torch.device("cpu"), torch.float32, print)
     candidates = pl.DataFrame({"candidate_id": [f"c{i}" for i in range(len(CANDIDATES))],
                                "instruction": [p[0] for p in CANDIDATES], "response": [p[1] for p in CANDIDATES]})
-    scoring = {"warm_folder": str(warm_folder), "reference": rows, "method": "exact", "param_pattern": None,
-               "batch_size": 4, "max_length": 64, "device": torch.device("cpu"), "dtype": torch.float32}
+    params = influence_params(method="exact", reference_batch_size=4, max_length=64)
+    scoring = {"warm_folder": str(warm_folder), "reference": rows, "device": torch.device("cpu"),
+               "dtype": torch.float32, "params": params}
     return candidates, scoring
 
 
@@ -187,20 +189,21 @@ def test_cache_scores_only_new_candidates(stage_inputs, tmp_path: Path) -> None:
     candidates, scoring = stage_inputs
     cache = InfluenceCache(TableStore(str(tmp_path / "tables")), "student-v1", "reference-v1", {"method": "exact"})
     messages: list[str] = []
-    first = score_with_cache(cache, candidates.head(3), messages.append, **scoring)
-    second = score_with_cache(cache, candidates, messages.append, **scoring)
+    first = score_with_cache(cache, candidates=candidates.head(3), log=messages.append, **scoring)
+    second = score_with_cache(cache, candidates=candidates, log=messages.append, **scoring)
     assert "reused 0 scores, scoring 3 new" in messages[0]
     assert any("reused 3 scores, scoring 2 new" in m for m in messages)
     assert second["candidate_id"].to_list() == candidates["candidate_id"].to_list()
     assert second.head(3)["influence"].to_list() == first["influence"].to_list()
     assert second["influence"].null_count() == 0
+    assert second["scored_from"].to_list() == ["score_cache"] * 3 + ["computed"] * 2
     other = InfluenceCache(TableStore(str(tmp_path / "tables")), "student-v2", "reference-v1", {"method": "exact"})
     assert other.load().height == 0, "a new student version must not reuse scores"
 
 
 def test_crash_mid_scoring_resumes_from_last_chunk(stage_inputs, tmp_path: Path) -> None:  # noqa: ANN001
     candidates, scoring = stage_inputs
-    scoring = {**scoring, "chunk_size": 2}
+    scoring["params"] = dataclasses.replace(scoring["params"], chunk_size=2)
     cache = InfluenceCache(TableStore(str(tmp_path / "tables")), "s", "r", {"method": "exact"})
 
     class Crash(RuntimeError):
@@ -215,15 +218,14 @@ def test_crash_mid_scoring_resumes_from_last_chunk(stage_inputs, tmp_path: Path)
 
     cache.save = save_then_crash
     with pytest.raises(Crash):
-        score_with_cache(cache, candidates, print, **scoring)
+        score_with_cache(cache, candidates=candidates, log=print, **scoring)
     cache.save = saved
     messages: list[str] = []
-    resumed = score_with_cache(cache, candidates, messages.append, **scoring)
+    resumed = score_with_cache(cache, candidates=candidates, log=messages.append, **scoring)
     assert "reused 4 scores, scoring 1 new" in messages[0]
     other_cache = InfluenceCache(TableStore(str(tmp_path / "other")), "s", "r", {})
-    uninterrupted = score_with_cache(other_cache, candidates, print,
-                                     **scoring)
-    assert resumed.equals(uninterrupted)
+    uninterrupted = score_with_cache(other_cache, candidates=candidates, log=print, **scoring)
+    assert resumed.drop("scored_from").equals(uninterrupted.drop("scored_from"))
 
 
 @pytest.mark.parametrize("candidate_batch_size", [1, 2])
@@ -234,10 +236,10 @@ def test_one_pass_against_several_reference_sets_equals_one_scoring_per_set(
     candidates, scoring = stage_inputs
     reference = scoring.pop("reference")
     halves = [reference.head(2), reference.tail(3)]
-    scoring |= {"method": "first_order", "chunk_size": 3, "candidate_batch_size": candidate_batch_size}
+    scoring["params"] = dataclasses.replace(scoring["params"], method="first_order", chunk_size=3,
+                                            candidate_batch_size=candidate_batch_size)
     separate = [score_influence(reference=half, candidates=candidates, log=print, **scoring)["influence"].to_list()
                 for half in halves]
-    del scoring["method"]
     together = first_order_influences(references=halves, candidates=candidates, log=print, **scoring)
     assert together == separate
     assert separate[0] != separate[1], "the halves give different scores: the test can tell them apart"

@@ -13,7 +13,7 @@ from resources.influence.scoring import score_influence
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training.encoding import collate, encode_pairs, per_example_loss
 from resources.training.warmup import load_training_state, save_training_state, warmup_sft
-from tests.helpers import warmup_params
+from tests.helpers import influence_params, warmup_params
 
 REFERENCE = [("What is 2 plus 2?", "4"), ("Name a color.", "Blue."), ("Say hello.", "Hello there!"),
              ("What do bees make?", "Honey."), ("Give a synonym for big.", "Large.")]
@@ -114,7 +114,8 @@ def test_pipeline_scores_do_not_depend_on_the_profile_precision(warm_folder: str
     table = lambda pairs: pl.DataFrame({"instruction": [p[0] for p in pairs],  # noqa: E731
                                         "response": [p[1] for p in pairs]})
     scored = {
-        dtype: score_influence(warm_folder, table(REFERENCE), table(CANDIDATES[:3]), "exact", None, 2, 64,
+        dtype: score_influence(warm_folder, table(REFERENCE), table(CANDIDATES[:3]),
+                               influence_params(method="exact", reference_batch_size=2, max_length=64),
                                torch.device("cpu"), dtype, print)["influence"].to_list()
         for dtype in (torch.float32, torch.bfloat16)
     }

@@ -16,7 +16,7 @@ from resources.influence.engines import ExactInfluence, FirstOrderInfluence
 from resources.models import load_causal_lm, resolve_model_source
 from resources.training.encoding import MeanLoss, encode_pairs
 from resources.training.warmup import warmup_sft
-from tests.helpers import warmup_params
+from tests.helpers import influence_params, warmup_params
 
 MAX_LENGTH = 48
 BATCH = 4
@@ -168,8 +168,9 @@ def test_stage_engines_thread_the_options(model_cache: Path, tmp_path: Path) -> 
     cpu = torch.device("cpu")
     train_warm_student(resolve_model_source("tiny-random:refloss", model_cache), table(WARM), config, MAX_LENGTH,
                        tmp_path, cpu, torch.float32, print, truncation="right")
-    scored = score_influence(str(tmp_path), table(REFERENCE), table(CANDIDATES), "exact", None, BATCH, MAX_LENGTH,
-                             cpu, torch.float32, print, reference_loss="batch_token_mean", truncation="right")
+    params = influence_params(method="exact", reference_batch_size=BATCH, max_length=MAX_LENGTH,
+                              reference_loss="batch_token_mean", truncation="right")
+    scored = score_influence(str(tmp_path), table(REFERENCE), table(CANDIDATES), params, cpu, torch.float32, print)
     model, tokenizer, optimizer = load_training_state(str(tmp_path))
     assert optimizer.param_groups[0]["lr"] == 1e-3 and int(next(iter(optimizer.state.values()))["step"]) == 1
     direct = ExactInfluence(model, optimizer, encode(tokenizer, REFERENCE), tokenizer.pad_token_id, BATCH,
