@@ -12,12 +12,12 @@ shares the cores), baseline and new method in the same run:
    every stored feature back from Parquet, a fresh projected engine, projecting the gradient, the exact null-step
    term and the dot products. Beside it, first-order's full re-score: the same reference gradient plus every
    candidate again at its measured per-candidate cost.
-3. **Fidelity** at ``--sizes`` (and the default size under two more seeds), from one pass over the candidates
-   that also gives first-order's scores against B: Spearman and within-prompt pair agreement (pairs of a positive
-   and a negative candidate of one instruction under first-order's null-step sign) against first-order on A and B,
-   and against exact on the first ``--exact-candidates``. Also: each candidate's update's cosine with the reference
-   gradient, whose spread across candidates, set against the projection's error in the same units, is what a size
-   has to resolve.
+3. **Fidelity** at ``--sizes`` (the default size and the next smaller one under ``--seeds`` draws of the matrices),
+   from one pass over the candidates that also gives first-order's scores against B: Spearman and within-prompt pair
+   agreement (pairs of a positive and a negative candidate of one instruction under first-order's null-step sign)
+   against first-order on A and B, and against exact on the first ``--exact-candidates``. Also: each candidate's
+   update's cosine with the reference gradient, whose spread across candidates, set against the projection's error
+   in the same units, is what a size has to resolve.
 4. **First-order's update + dot**: where a candidate's time goes (``benchmarks/influence.py``'s breakdown) and the
    variants of the element-wise update that were tried, on the warm state's own moments.
 
@@ -26,8 +26,8 @@ its warm student under ``--effect-out``: the teacher's synthesis and the profile
 cores, reused by a rerun): first-order against the profile's math reference set and the general one, and the
 projected default size, from one pass.
 
-Run: python benchmarks/influence_store.py [--candidates 32] [--exact-candidates 8] [--sizes 8 16 24 32 64]
-[--effect 0]; the last line printed is one JSON object.
+Run: python benchmarks/influence_store.py [--candidates 32] [--exact-candidates 8] [--sizes 8 12 16 24 32 64]
+[--effect 0 [--effect-only]]; the last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -252,14 +252,20 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--candidates", type=int, default=32)
     parser.add_argument("--exact-candidates", type=int, default=8)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 24, 32, 64])
-    parser.add_argument("--seeds", type=int, default=3, help="draws of the default size's matrices")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 12, 16, 24, 32, 64])
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="draws of the matrices at the default size and the next smaller one")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--model-cache", default=str(ROOT / ".montessori" / "models"))
     parser.add_argument("--effect", type=int, nargs="*", default=[], help="effect experiment replicates to add")
     parser.add_argument("--effect-out", default=str(ROOT / "experiments" / "effect" / "work" / "influence_store"))
+    parser.add_argument("--effect-only", action="store_true", help="only the --effect replicates")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.effect_only:
+        effect = [effect_fidelity(r, Path(args.effect_out), ProjectionSpec(DEFAULT_DIM)) for r in args.effect]
+        print(json.dumps({"default_dim": DEFAULT_DIM, "effect": effect}))
+        return 0
     started, load_start = time.perf_counter(), os.getloadavg()
     model, tokenizer = load_causal_lm(resolve_model_source("embedded:smollm2", args.model_cache))
     pad = tokenizer.pad_token_id
@@ -319,9 +325,10 @@ def main() -> int:
     print(summary["retarget"], flush=True)
 
     engines = {f"dim {d}": ProjectedInfluence(model, optimizer, None, pad, ProjectionSpec(d), 8) for d in args.sizes}
-    engines |= {f"dim {spec.dim} seed {s}": ProjectedInfluence(model, optimizer, None, pad,
-                                                               ProjectionSpec(spec.dim, s), 8)
-                for s in range(1, args.seeds)}
+    # more draws where the default is decided: the default size and the next smaller one measured
+    decisive = [spec.dim, *[d for d in sorted(args.sizes, reverse=True) if d < spec.dim][:1]]
+    engines |= {f"dim {d} seed {s}": ProjectedInfluence(model, optimizer, None, pad, ProjectionSpec(d, s), 8)
+                for d in decisive for s in range(1, args.seeds)}
     print(f"fidelity pass: {len(engines)} projections, first-order against A and B ...", flush=True)
     curve = fidelity_pass(first_order, terms_b, engines, candidates)
     null_b = first_order.null_effect(terms_b)
@@ -377,11 +384,12 @@ def main() -> int:
     summary["update_dot_variants"] = update_variants(first_order)
     print("first-order CPU s per candidate:", summary["first_order_breakdown"], summary["update_dot_variants"],
           flush=True)
+    summary["seconds"] = round(time.perf_counter() - started)
+    summary["cpu_seconds"] = round(time.process_time())
     summary["effect"] = [effect_fidelity(r, Path(args.effect_out), spec) for r in args.effect]
     for result in summary["effect"]:
         print(result, flush=True)
-    summary["seconds"] = round(time.perf_counter() - started)
-    summary["cpu_seconds"] = round(time.process_time())
+    summary["effect_seconds"] = round(time.perf_counter() - started) - summary["seconds"]
     summary["load_avg_end"] = os.getloadavg()
     print(f"\n{'projection':<22}{'features':>10}{'Spearman A':>12}{'pairs A':>9}{'Spearman B':>12}{'pairs B':>9}"
           f"{'err A (cos)':>13}{'err B (cos)':>13}")

@@ -118,8 +118,9 @@ class InfluenceSettings(StrictResource):
         "one reference gradient and no candidate backward pass",
     )
     projection_dim: int = Field(
-        PROJECTION_DIM, gt=0, description="projected only: random sign columns per side of each weight matrix "
-        "(dim² numbers per matrix; 1-D tensors kept exact); larger is closer to first_order and costs more storage"
+        PROJECTION_DIM, gt=0, description="projected only: each weight matrix W (d_out x d_in) is stored as S^T W R, "
+        "R dense random signs (d_in x dim), S a count sketch of the rows into dim x ceil(d_out / d_in) buckets "
+        "(1-D tensors exact); larger is closer to first_order and costs more compute and storage"
     )
     shards: int = Field(1, gt=0, description="split scoring into this many parallel steps (workers or pods)")
     chunk_size: int = Field(8, gt=0, description="candidates scored between two saves to the score cache")

@@ -14,10 +14,10 @@ once into length-sorted, dynamically padded batches, and ``L_ref(θ0)`` is compu
 randomly projected per parameter tensor once, then dotted with any reference set's projected gradient.
 
 Precision: one AdamW step at the paper's learning rate is far below bfloat16's resolution (at lr 5e-6
-a bf16 step changed 0.5% of SmolLM2's parameters), so both engines hold float32 master weights and
+a bf16 step changed 0.5% of SmolLM2's parameters), so the engines hold float32 master weights and
 optimizer moments whatever precision the model was loaded in (they convert it in place). The exact
-engine also evaluates in float32; the first-order engine may run its forward/backward matmuls in
-bfloat16 (``compute_dtype``) while gradients, the update and the dot product stay float32.
+engine also evaluates in float32; the first-order and projected engines may run their forward/backward matmuls in
+bfloat16 (``compute_dtype``) while gradients, the update, its projection and the dot product stay float32.
 """
 
 from __future__ import annotations

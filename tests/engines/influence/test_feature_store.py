@@ -28,13 +28,14 @@ OTHER_REFERENCE = [("What is 5 plus 1?", "6"), ("What is 7 minus 2?", "5"), ("Do
 
 def test_sign_matrices_are_seeded_by_name_and_seed() -> None:
     spec = ProjectionSpec(4)
-    a, b = TensorProjection("layer.weight", (10, 12), spec), TensorProjection("layer.weight", (10, 12), spec)
-    assert torch.equal(a.left, b.left) and torch.equal(a.right, b.right)
-    assert not torch.equal(a.right, TensorProjection("other.weight", (10, 12), spec).right)
-    assert not torch.equal(a.right, TensorProjection("layer.weight", (10, 12), ProjectionSpec(4, seed=1)).right)
-    assert set(a.left.unique().tolist()) == {-1.0, 1.0} and a.features == 16
+    a, b = TensorProjection("layer.weight", (30, 12), spec), TensorProjection("layer.weight", (30, 12), spec)
+    assert torch.equal(a.right, b.right) and torch.equal(a.buckets, b.buckets) and torch.equal(a.signs, b.signs)
+    assert not torch.equal(a.right, TensorProjection("other.weight", (30, 12), spec).right)
+    assert not torch.equal(a.right, TensorProjection("layer.weight", (30, 12), ProjectionSpec(4, seed=1)).right)
+    assert set((a.right * 2).unique().tolist()) == {-1.0, 1.0} and set(a.signs.unique().tolist()) == {-1.0, 1.0}
+    assert (a.k_out, a.k_in, a.features) == (12, 4, 48), "rows sketched to dim x ceil(d_out / d_in) buckets"
     assert TensorProjection("norm.weight", (12,), spec).features == 12, "1-D tensors are kept exact"
-    assert TensorProjection("narrow.weight", (3, 12), spec).left is None, "a side no wider than dim is kept"
+    assert TensorProjection("narrow.weight", (3, 12), spec).buckets is None, "a side no wider than its k is kept"
 
 
 def test_projection_reproduces_dot_products_within_the_expected_error(model_cache: Path) -> None:
@@ -54,7 +55,7 @@ def test_projection_reproduces_dot_products_within_the_expected_error(model_cach
     projector = Projector(named, ProjectionSpec(8))
     variance = 0.0
     for tensor, x, y in zip(projector.tensors, a, b, strict=True):
-        if tensor.left is not None or tensor.right is not None:
+        if tensor.features < x.numel():
             variance += (float(x.norm()) ** 2 * float(y.norm()) ** 2 + float((x * y).sum()) ** 2) / tensor.features
     expected = math.sqrt(variance)
     rms = math.sqrt(sum(e * e for e in errors) / len(errors))
