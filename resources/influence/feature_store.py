@@ -39,10 +39,6 @@ class StoredFeatures:
     candidate_loss: list[float]
     features: torch.Tensor
 
-    def index(self) -> dict[str, int]:
-        """Row of each candidate id."""
-        return {candidate: row for row, candidate in enumerate(self.candidate_ids)}
-
 
 class FeatureStore:
     """Stored feature vectors for one (warm student, feature settings) combination."""

@@ -12,7 +12,12 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from resources.generation.interface import rate_logger
-from resources.influence.engines import FirstOrderInfluence, ProjectedInfluence, make_influence_engine
+from resources.influence.engines import (
+    FirstOrderInfluence,
+    InfluenceScore,
+    ProjectedInfluence,
+    make_influence_engine,
+)
 from resources.influence.feature_store import FeatureStore, StoredFeatures
 from resources.influence.projection import ProjectionSpec
 from resources.influence.score_cache import LOSS_COLUMN, SCORE_COLUMNS, InfluenceCache
@@ -72,6 +77,11 @@ def example_losses(
     return losses
 
 
+def score_table(scores: list[InfluenceScore]) -> pl.DataFrame:
+    """Engine scores as the score columns (float64), one row each."""
+    return pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
+
+
 def pair_encoder(
     tokenizer: PreTrainedTokenizerBase, max_length: int, truncation: str
 ) -> Callable[[pl.DataFrame], list[EncodedExample]]:
@@ -129,7 +139,7 @@ def score_influence(
         scores = engine.score_all(
             encode(chunk), lambda done, _, offset=start: progress(offset + done, candidates.height)
         )
-        table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
+        table = score_table(scores)
         table = table.with_columns(candidate_loss.slice(start, chunk.height), pl.lit("computed").alias(SOURCE_COLUMN))
         parts.append(pl.concat([chunk, table], how="horizontal"))
         if on_chunk:
@@ -180,7 +190,7 @@ def projected_scores(
     tables = []
     for reference in references:
         scores = engine.scores(features, engine.reference_side(encode(reference)))
-        table = pl.DataFrame([asdict(s) for s in scores], schema={c: pl.Float64 for c in SCORE_COLUMNS})
+        table = score_table(scores)
         tables.append(pl.concat([candidates, table.with_columns(candidate_loss, source)], how="horizontal"))
     return tables
 
