@@ -22,8 +22,16 @@ from assets.config import InfluenceSettings, ModelSource, Runtime, Stores, Warmu
 from assets.cost import count_examples, metered
 from assets.output import table_output
 from assets.placement import gpu_op, on_gpu, round_key_path
+from resources.influence.feature_store import FeatureStore
 from resources.influence.score_cache import InfluenceCache
-from resources.influence.scoring import first_order_influences, merge_shards, score_with_cache, shard_candidates
+from resources.influence.scoring import (
+    SOURCE_COLUMN,
+    first_order_influences,
+    merge_shards,
+    projected_scores,
+    score_with_cache,
+    shard_candidates,
+)
 from resources.preference.pairs import positive_share
 from resources.storage.tables import frame_hash
 from resources.training.warm_start import split_warmup
@@ -66,12 +74,23 @@ def build_warm_student(round_number: int, group: str) -> AssetsDefinition:
     return warm_student
 
 
+def feature_store(influence: InfluenceSettings, runtime: Runtime, stores: Stores,
+                  warm_student: pl.DataFrame) -> FeatureStore | None:
+    """The projected method's feature store for this warm student and these settings (None for other methods)."""
+    if influence.method != "projected":
+        return None
+    return FeatureStore(stores.cache_store(), warm_student["student_version"][0],
+                        influence.params().feature_settings(runtime.dtype))
+
+
 def score_candidates(
     influence: InfluenceSettings, runtime: Runtime, stores: Stores, candidates: pl.DataFrame,
     warm_student: pl.DataFrame, reference_set: pl.DataFrame, log: Callable[[str], None],
 ) -> pl.DataFrame:
     """Influence of each (instruction, response) row from the warm student's state, with the settings'
-    method; cached scores are reused and each finished chunk is cached at once."""
+    method; cached scores are reused and each finished chunk is cached at once (projected: the candidates'
+    features are served from, or built into, the feature store, so a new reference set needs no candidate backward
+    pass). The ``scored_from`` column says where each score came from."""
     runtime.prepare_torch()
     student_version = warm_student["student_version"][0]
     method_params = influence.versioned_config()  # sharding and chunking do not change a score
@@ -79,6 +98,7 @@ def score_candidates(
     scores = score_with_cache(
         cache, stores.checkpoint_store().local_folder(warm_student["uri"][0]), reference_set, candidates,
         influence.params(), runtime.torch_device, runtime.dtype, log,
+        feature_store(influence, runtime, stores, warm_student),
     )
     return scores.with_columns(
         method=pl.lit(influence.method),
@@ -93,16 +113,22 @@ def influence_against(
 ) -> list[list[float]]:
     """Each candidate's influence against each of ``references`` (one list per set, candidates in order): with
     the first-order method from one pass over the candidates
-    (:func:`resources.influence.scoring.first_order_influences`),
-    otherwise one :func:`score_candidates` per set. The same numbers either way."""
-    if influence.method != "first_order":
-        return [score_candidates(influence, runtime, stores, candidates, warm_student, reference, log)["influence"]
-                .to_list() for reference in references]
-    runtime.prepare_torch()
-    return first_order_influences(
-        stores.checkpoint_store().local_folder(warm_student["uri"][0]), references, candidates,
-        influence.params(), runtime.torch_device, runtime.dtype, log,
-    )
+    (:func:`resources.influence.scoring.first_order_influences`); with the projected method from the feature store
+    (features the influence stage stored are reused: one reference gradient per set,
+    :func:`resources.influence.scoring.projected_scores`); otherwise one :func:`score_candidates` per set. The same
+    numbers either way."""
+    folder = stores.checkpoint_store().local_folder(warm_student["uri"][0])
+    if influence.method == "first_order":
+        runtime.prepare_torch()
+        return first_order_influences(folder, references, candidates, influence.params(), runtime.torch_device,
+                                      runtime.dtype, log)
+    if influence.method == "projected":
+        runtime.prepare_torch()
+        tables = projected_scores(feature_store(influence, runtime, stores, warm_student), folder, references,
+                                  candidates, influence.params(), runtime.torch_device, runtime.dtype, log)
+        return [table["influence"].to_list() for table in tables]
+    return [score_candidates(influence, runtime, stores, candidates, warm_student, reference, log)["influence"]
+            .to_list() for reference in references]
 
 
 def build_influence(round_number: int, group: str) -> AssetsDefinition:
@@ -133,13 +159,17 @@ def build_influence(round_number: int, group: str) -> AssetsDefinition:
     @op(name=f"{prefix}merge_influence_shards")
     @metered(examples_from_rows=False)  # the shards' steps count the candidates
     def merge_influence_shards(context: OpExecutionContext, shards: list[pl.DataFrame]) -> Output[pl.DataFrame]:
-        """Merge shard scores in candidate order, whatever order the shards finished in."""
+        """Merge shard scores in candidate order, whatever order the shards finished in; the metadata counts where
+        the scores came from (``scored_from``: score cache, feature store, computed), a column the table drops."""
         scores = merge_shards(shards)
+        sources = dict(sorted(scores[SOURCE_COLUMN].value_counts().iter_rows()))
+        scores = scores.drop(SOURCE_COLUMN)
         shares = {b: positive_share(scores, b) for b in ("before_step", "null_step")}
-        context.log.info(f"share of positive influence: {shares}")
+        context.log.info(f"share of positive influence: {shares}; scores from: {sources}")
         return table_output(
             scores, ["candidate_id", "influence", "loss_before", "loss_after", "loss_null_step", "instruction"],
             positive_share=shares, shards=len(shards), influence_summary=MetadataValue.md(_summary(scores)),
+            scored_from=MetadataValue.json(sources),
         )
 
     @graph_asset(

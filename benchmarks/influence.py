@@ -97,7 +97,7 @@ def breakdown(folder: str, reference: list, candidates: list, pad: int, batch: i
     model, _, optimizer = load_training_state(folder)
     engine = FirstOrderInfluence(model, optimizer, reference[:4], pad, 8, candidate_batch_size=batch)
     group = candidates[:batch]
-    zeros = [torch.zeros(batch, t.exp_avg.numel()) for t in engine.terms]
+    zeros = [torch.zeros(batch, t.reference_grad.numel()) for t in engine.terms]
 
     def forward() -> None:
         with torch.no_grad():

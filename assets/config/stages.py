@@ -9,6 +9,7 @@ from pydantic import Field
 
 from assets.config.base import StrictConfig, StrictResource, by_name
 from resources.generation.interface import SamplingParams
+from resources.influence.projection import DEFAULT_DIM as PROJECTION_DIM
 from resources.influence.scoring import InfluenceParams
 from resources.preference.selection import SelectionParams
 from resources.synthesis.decontamination import DecontaminationParams
@@ -118,10 +119,17 @@ class InfluenceSettings(StrictResource):
     UNVERSIONED: ClassVar[frozenset[str]] = frozenset(
         {"shards", "chunk_size", "candidate_batch_size"}  # none changes a score
     )
-    method: Literal["exact", "first_order"] = Field(
+    method: Literal["exact", "first_order", "projected"] = Field(
         "exact",
         description="exact: one real AdamW step per candidate; first_order: reference gradient dotted with "
-        "the candidate's AdamW update",
+        "the candidate's AdamW update; projected: first_order through each candidate's update randomly projected "
+        "per parameter tensor and stored (storage.cache), so a new reference set re-scores stored candidates with "
+        "one reference gradient and no candidate backward pass",
+    )
+    projection_dim: int = Field(
+        PROJECTION_DIM, gt=0, description="projected only: each weight matrix W (d_out x d_in) is stored as S^T W R, "
+        "R dense random signs (d_in x dim), S a count sketch of the rows into dim x ceil(d_out / d_in) buckets "
+        "(1-D tensors exact); larger is closer to first_order and costs more compute and storage"
     )
     shards: int = Field(1, gt=0, description="split scoring into this many parallel steps (workers or pods)")
     chunk_size: int = Field(8, gt=0, description="candidates scored between two saves to the score cache")
@@ -146,6 +154,14 @@ class InfluenceSettings(StrictResource):
     def params(self) -> InfluenceParams:
         """The scoring engine's parameters (``shards`` is the wiring's: how many steps score in parallel)."""
         return by_name(InfluenceParams, self)
+
+    def versioned_config(self) -> dict:
+        """As every resource's, but ``projection_dim`` only when the projected method reads it (so the other
+        methods' code versions and score caches do not change with it)."""
+        config = super().versioned_config()
+        if self.method != "projected":
+            config.pop("projection_dim")
+        return config
 
 
 class PairSettings(StrictResource):

@@ -27,6 +27,7 @@ ADDED_SINCE_DESIGN_2: dict[str, dict[str, Any]] = {
     "student_dataset": {"select": "none", "select_share": 0.5},
     "synthesis": {"script": "ascii"},
     "pairs": {"review": "off"},
+    "influence": {"projection_dim": 16},
     "data": {"pair_review": None},
     "decontamination": {"action": "warn", "ngram": 13, "min_ngram": 8, "rouge_threshold": 0.7},
     "experiment": {"on_task": "arithmetic"},

@@ -29,6 +29,8 @@ SHARED_WITH_BASELINE = {("student_dataset", "num_prompts"), ("student_dataset", 
 NOT_VERSIONED = {("influence", "shards"), ("influence", "chunk_size"), ("influence", "candidate_batch_size"),
                  ("evaluation", "max_diversity_drop"), ("dpo", "activation_checkpointing"),
                  ("evaluation", "activation_checkpointing")}  # memory and speed only: the same weights
+# read by one method only, and versioned only under it (the test profile's method, exact, does not read it)
+METHOD_ONLY = {("influence", "projection_dim")}
 BASE = yaml.safe_load((PROFILE_DIR / "test.yaml").read_text())
 
 
@@ -96,7 +98,7 @@ def test_a_stage_setting_changes_exactly_its_receivers(
         model, current = type(getattr(current, part)), getattr(current, part)
     holder[path[-1]] = _changed(model.model_fields[path[-1]].annotation, getattr(current, path[-1]))
     changed = {name for name, version in _versions(tmp_path, raw).items() if base_versions[name] != version}
-    if (block, path[0]) in NOT_VERSIONED:
+    if (block, path[0]) in NOT_VERSIONED | METHOD_ONLY:
         expected: set[str] = set()
     elif (block, path[0]) in SHARED_WITH_BASELINE:
         expected = RECEIVERS[block] | {"baseline_dataset"}
@@ -133,6 +135,15 @@ def test_cross_cutting_settings(
     raw.setdefault(block, {})[key] = value
     changed = {name for name, version in _versions(tmp_path, raw).items() if base_versions[name] != version}
     assert changed == expected
+
+
+def test_projection_dim_is_versioned_under_the_projected_method(tmp_path: Path) -> None:
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    raw["influence"]["method"] = "projected"
+    before = _versions(tmp_path, raw)
+    raw["influence"]["projection_dim"] = 7
+    changed = {name for name, version in _versions(tmp_path, raw).items() if before[name] != version}
+    assert changed == RECEIVERS["influence"]
 
 
 def test_runtime_seed_and_precision_reach_every_model_stage(tmp_path: Path, base_versions: dict[str, str]) -> None:

@@ -57,7 +57,8 @@ def test_scoring_adds_candidate_loss_at_the_warm_state_and_caches_it(warm_folder
     })
     reference = pl.DataFrame({"instruction": [p[0] for p in WARMUP], "response": [p[1] for p in WARMUP]})
     scoring = {"warm_folder": warm_folder, "reference": reference, "device": torch.device("cpu"),
-               "dtype": torch.float32, "params": influence_params(reference_batch_size=4, max_length=64, chunk_size=2)}
+               "dtype": torch.float32,
+               "params": influence_params(method="exact", reference_batch_size=4, max_length=64, chunk_size=2)}
     cache = InfluenceCache(TableStore(str(tmp_path / "tables")), "s", "r", {"method": "exact"})
     scored = score_with_cache(cache, candidates=candidates.head(4), log=print, **scoring)
     # every chunk, also those scored after influence steps were taken and undone, gets the warm state's loss

@@ -168,8 +168,8 @@ def test_stage_engines_thread_the_options(model_cache: Path, tmp_path: Path) -> 
     cpu = torch.device("cpu")
     train_warm_student(resolve_model_source("tiny-random:refloss", model_cache), table(WARM), config, MAX_LENGTH,
                        tmp_path, cpu, torch.float32, print, truncation="right")
-    params = influence_params(reference_batch_size=BATCH, max_length=MAX_LENGTH, reference_loss="batch_token_mean",
-                              truncation="right")
+    params = influence_params(method="exact", reference_batch_size=BATCH, max_length=MAX_LENGTH,
+                              reference_loss="batch_token_mean", truncation="right")
     scored = score_influence(str(tmp_path), table(REFERENCE), table(CANDIDATES), params, cpu, torch.float32, print)
     model, tokenizer, optimizer = load_training_state(str(tmp_path))
     assert optimizer.param_groups[0]["lr"] == 1e-3 and int(next(iter(optimizer.state.values()))["step"]) == 1
