@@ -165,11 +165,16 @@ def overhead(costs: Iterable[StageCost]) -> Overhead | None:
     )
 
 
+def _rate(usage: Usage) -> str:
+    """Examples per second, or ``-`` for a stage too short (under 0.05 s) for its rate to mean anything."""
+    return f"{usage.examples_per_second:.2f}" if usage.wall_seconds >= 0.05 else "-"
+
+
 def cost_table(costs: list[StageCost]) -> str:
     """The per-stage table and its total as text."""
     money = any(c.money is not None for c in costs)
     header = (f"{'stage':<24}{'wall s':>8}{'CPU s':>8}{'GPU s':>7}{'peak RSS MB':>12}{'tokens in':>10}"
-              f"{'tokens out':>11}{'trained':>9}{'examples':>9}{'ex/s':>7}{'reused':>7}")
+              f"{'tokens out':>11}{'trained':>9}{'examples':>9}{'ex/s':>8}{'reused':>7}")
     lines = [header + (f"{'money':>10}" if money else "")]
     for cost in [*costs, StageCost("total", None, sum((c.usage for c in costs), Usage()),
                                    sum(c.money for c in costs if c.money is not None) if money else None,
@@ -178,7 +183,7 @@ def cost_table(costs: list[StageCost]) -> str:
         name = cost.asset or cost.stage
         line = (f"{name:<24}{u.wall_seconds:>8.1f}{u.cpu_seconds:>8.1f}{u.accelerator_seconds:>7.1f}"
                 f"{u.peak_rss_mb:>12.0f}{u.tokens_in:>10,}{u.tokens_out:>11,}{u.tokens_trained:>9,}"
-                f"{u.examples:>9,}{u.examples_per_second:>7.2f}{u.reused_examples:>7,}")
+                f"{u.examples:>9,}{_rate(u):>8}{u.reused_examples:>7,}")
         if money:
             line += f"{cost.money:>10.4f}" if cost.money is not None else f"{'-':>10}"
         lines.append(line)

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import torch
 
-from resources.cost.ledger import CostLedger, cost_table, overhead, stage_costs
+from resources.cost.ledger import CostLedger, StageCost, cost_table, overhead, stage_costs
 from resources.cost.prices import PriceTable
 from resources.cost.usage import TALLY, Meter, Usage, running_cost
 from resources.generation.interface import SamplingParams
@@ -93,6 +93,9 @@ def test_ledger_sums_steps_per_stage_and_keeps_recorded_money(tmp_path: Path) ->
     assert "6.4x" in ratio.sentence()
     text = cost_table(list(costs.values()))
     assert text.splitlines()[-2].startswith("total") and "money in EUR" in text
+    observed = StageCost("seed_prompts", "seed_prompts", Usage(wall_seconds=1e-5, examples=40), None, None)
+    rows = cost_table([*costs.values(), observed]).splitlines()[1:-1]  # less the money line
+    assert {len(row.split()) for row in rows} == {12}  # every column apart, a zero-second stage's rate included
     assert overhead([costs["student_dataset"]]) is None  # no Montessori-only stage, no baseline: no ratio
 
     before = ledger.read("run1")
