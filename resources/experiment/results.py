@@ -184,8 +184,21 @@ class Study:
     figure: str = "effect.png"
 
 
+READING_BEGIN, READING_END = "<!-- reading:begin -->", "<!-- reading:end -->"
+
+
+def kept_reading(text: str) -> str | None:
+    """The reading a person wrote into RESULTS.md after the results, between :data:`READING_BEGIN` and
+    :data:`READING_END` (markers included), which every rewrite of the report keeps; None when there is none."""
+    start, end = text.find(READING_BEGIN), text.find(READING_END)
+    if start < 0 or end < start:
+        return None
+    return text[start:end + len(READING_END)]
+
+
 def write_studies(folder: Path, title: str, design: Mapping[str, object], studies: Sequence[Study]) -> list[dict]:
-    """Write ``RESULTS.md`` (every study's pre-registered section kept verbatim, then every study's results),
+    """Write ``RESULTS.md`` (a person's reading of the results kept verbatim under the title (:func:`kept_reading`),
+    every study's pre-registered section kept verbatim, then every study's results),
     ``results.json`` (every number: the first study at the top level, the others under ``studies`` by name) and each
     study's plot into ``folder``; return each study's analysis. The criteria evaluated are the ones in the file's
     pre-registered sections (written now from the study's ``prereg`` where there is none)."""
@@ -206,6 +219,8 @@ def write_studies(folder: Path, title: str, design: Mapping[str, object], studie
     document = {"title": title, "design": dict(design), **first, **({"studies": documents} if documents else {})}
     publish_bytes(Path(folder) / "results.json",
                   json.dumps(_finite(document), indent=2, ensure_ascii=False, allow_nan=False).encode())
-    publish_bytes(results_md, ("\n\n".join([f"# {title}", *sections, *bodies])).encode())
+    reading = kept_reading(text)
+    parts = [f"# {title}", *([reading] if reading else []), *sections, *bodies]
+    publish_bytes(results_md, "\n\n".join(parts).encode())
     return analyses
 

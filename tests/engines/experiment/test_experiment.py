@@ -17,7 +17,7 @@ from resources.evaluation.report import PNG_SIGNATURE
 from resources.experiment.effect_design import EFFECT_ARMS, effect_preregistration
 from resources.experiment.on_task import is_on_task, on_task_share
 from resources.experiment.preregistration import Criterion, read_preregistration
-from resources.experiment.results import Study, write_studies
+from resources.experiment.results import READING_BEGIN, READING_END, Study, write_studies
 from resources.experiment.runner import Job, plan_studies, run_jobs, time_left
 from resources.experiment.statistics import Metric, PairedDifference, detectable_effect, paired_difference, summarize
 from resources.storage.user_data import load_examples
@@ -153,6 +153,13 @@ def test_report_holds_every_arm_and_replicate_and_keeps_the_preregistration(tmp_
     text = (tmp_path / "RESULTS.md").read_text()
     assert read_preregistration(text) == (section, prereg), "criteria written before the results are kept"
     assert "INCOMPLETE (10 of 20 jobs)" in text and "provisional" in text
+
+    reading = f"{READING_BEGIN}\n## Reading\n\nWhat the numbers say.\n{READING_END}"
+    (tmp_path / "RESULTS.md").write_text(text.replace(section, f"{reading}\n\n{section}"))
+    write_studies(tmp_path, "Effect", {}, [Study(changed, records)])
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.count(reading) == 1 and text.index(reading) < text.index(section), "a written reading is kept"
+    assert "INCOMPLETE" not in text and read_preregistration(text) == (section, prereg)
 
 
 def test_preregistration_round_trips_through_json() -> None:
