@@ -41,6 +41,7 @@ import argparse
 import copy
 import io
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -94,7 +95,9 @@ DIAGNOSTICS = ("teacher_logprob_shift", "dpo_last_epoch_margin", "dpo_last_epoch
                "influence_vs_response_tokens", "influence_vs_own_loss")
 DETAILS = ("signal", "pairs", "identical_to_untuned", "dataset_rows", "train_rows", *DIAGNOSTICS)
 LINK1_DETAILS = ("rule", "pool_rows", "train_rows", "selected_mean_influence", "on_task_share")
-LINK2_DETAILS = ("shift_rows", "baseline", "same_data_as_effect_record")
+LINK2_DETAILS = ("shift_rows", "baseline", "same_data_as_effect_record", "same_facts_as_effect_record")
+# What an arm's data determine, compared by same_facts_as_effect_record (floats to 1e-9)
+DATA_FACTS = ("dataset_rows", "on_task_share", "pairs", "dpo_last_epoch_margin", "teacher_logprob_shift")
 ROUND_TABLES = ("influence_scores", "warm_student", "reference_set")  # of the influence arm's run, for the links
 ROUND_FILE, SHIFT_FILE = "round.json", "shift.parquet"
 SHIFT_COLUMNS = ["candidate_id", "prompt_id", "instruction", "response"]
@@ -366,18 +369,28 @@ class EffectExperiment:
         dataset = self.replicate_datasets(job.replicate)[job.arm]
         table = pl.read_parquet(self.work / f"r{job.replicate}" / SHIFT_FILE).filter(pl.col("arm") == job.arm)
         return {**shift_metrics(table["score"].to_list()), "baseline": self.settings.pairs.baseline,
-                "same_data_as_effect_record": self._same_data(Job(job.arm, job.replicate), dataset)}
+                **self.compare_with_effect_record(Job(job.arm, job.replicate), dataset)}
 
-    def _same_data(self, effect_job: Job, dataset: ArmDataset) -> bool | None:
-        """Whether ``dataset`` is the one the stored effect record of ``effect_job`` measured (its teacher and warm
-        student versions and row count); None without a record under this design."""
+    def compare_with_effect_record(self, effect_job: Job, dataset: ArmDataset) -> dict[str, bool | None]:
+        """Whether ``dataset`` is the one the stored effect record of ``effect_job`` measured, two ways:
+        ``same_data_as_effect_record`` (pre-registered: the teacher and warm-student versions and the row count)
+        and ``same_facts_as_effect_record`` (what the data determine, :data:`DATA_FACTS`: row count, on-task share
+        and, for a tuned teacher, pair count, last DPO epoch's margin and teacher log-prob shift). The versions also
+        hash the settings, so a setting added since the record, at its neutral value, changes them while the data
+        stay the same; the facts tell the two apart. Both None without a record under this design."""
         path = self.out / "jobs" / effect_job.file_name
         record = json.loads(path.read_text()) if path.exists() else None
         if record is None or record.get("key") != self.key:
-            return None
-        now = {**dataset.facts, "dataset_rows": dataset.rows.height}
-        return all(record[name] == now[name] for name in ("teacher_version", "warm_student", "dataset_rows")
-                   if name in record and name in now)
+            return {"same_data_as_effect_record": None, "same_facts_as_effect_record": None}
+        now = {**dataset.facts, "dataset_rows": dataset.rows.height,
+               "on_task_share": on_task_share(dataset.rows["instruction"], self.on_task)}
+        return {
+            "same_data_as_effect_record": all(record[name] == now[name] for name in (
+                "teacher_version", "warm_student", "dataset_rows") if name in record and name in now),
+            "same_facts_as_effect_record": all(
+                math.isclose(record[name], now[name], rel_tol=1e-9, abs_tol=1e-12)
+                for name in DATA_FACTS if record.get(name) is not None and now.get(name) is not None),
+        }
 
     def design(self, replicates: int) -> dict[str, object]:
         """The design as run, in words, for the report."""

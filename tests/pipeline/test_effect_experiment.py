@@ -17,11 +17,12 @@ from dagster import AssetKey, DagsterInstance
 
 from assets.config import PROJECT_ROOT, resolve_path
 from dagster_project.cli import main
-from dagster_project.experiment import run_experiment, with_task
+from dagster_project.experiment import ArmDataset, EffectExperiment, run_experiment, with_task
 from dagster_project.settings import SettingsError, load_settings
-from resources.experiment.effect_design import SELF_INSTRUCT, SIGNALS
+from resources.experiment.effect_design import MONTESSORI, SELF_INSTRUCT, SIGNALS
 from resources.experiment.links_design import LINK1, LINK2, SELECTION_ARMS
 from resources.experiment.on_task import on_task_rule, on_task_share
+from resources.experiment.runner import Job
 from resources.preference.pairs import score_column
 from resources.preference.selection import selected_count
 from resources.storage.tables import TableStore
@@ -152,7 +153,7 @@ def check_links(out: Path, document: dict, effect: dict) -> None:
             assert record["shift_rows"] == effect[arm, replicate]["dataset_rows"] == scores.len()
             assert record["shift_mean_influence"] == pytest.approx(scores.mean())
             assert record["shift_positive_share"] == pytest.approx((scores > 0).mean())
-            assert record["same_data_as_effect_record"] is True
+            assert record["same_data_as_effect_record"] is True and record["same_facts_as_effect_record"] is True
 
 
 def test_task_options_replace_the_profiles_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +172,23 @@ def test_task_options_replace_the_profiles_task(tmp_path: Path, monkeypatch: pyt
         with_task(settings, on_task="vibes")
     assert main(["experiment", "--on-task", "regex: (", "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists(), "nothing is written for a bad option"
+
+
+def test_link2_tells_changed_versions_from_changed_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)
+    experiment = EffectExperiment(load_settings("effect"), tmp_path)
+    rows = pl.DataFrame({"instruction": ["What is 2 plus 3?", "Write a poem about rain."], "response": ["5", "Rain."]})
+    facts = {"teacher_version": "v2", "warm_student": "w", "pairs": 3, "dpo_last_epoch_margin": 1.5,
+             "teacher_logprob_shift": -0.01}
+    job = Job(MONTESSORI, 0)
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / job.file_name).write_text(json.dumps({
+        **facts, "key": experiment.key, "arm": MONTESSORI, "replicate": 0, "teacher_version": "v1",
+        "dataset_rows": 2, "on_task_share": 0.5}))
+    assert experiment.compare_with_effect_record(job, ArmDataset(rows, facts)) == {
+        "same_data_as_effect_record": False, "same_facts_as_effect_record": True}  # only a version hash moved
+    retrained = ArmDataset(rows, {**facts, "teacher_logprob_shift": -0.02})
+    assert experiment.compare_with_effect_record(job, retrained)["same_facts_as_effect_record"] is False
+    other_rows = ArmDataset(rows.with_columns(pl.lit("Write a haiku.").alias("instruction")), facts)
+    assert experiment.compare_with_effect_record(job, other_rows)["same_facts_as_effect_record"] is False
+    assert set(experiment.compare_with_effect_record(Job(MONTESSORI, 1), retrained).values()) == {None}
