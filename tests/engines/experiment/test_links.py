@@ -143,7 +143,12 @@ def test_the_repository_preregisters_links_1_and_2_before_any_of_their_results()
     assert read_preregistration(text, LINK1)[1] == link1_preregistration(5, budget=EFFECT_BUDGET)
     assert read_preregistration(text, LINK2)[1] == link2_preregistration(5, "null_step", EFFECT_BUDGET)
     assert "detects d_z ≥ 1.68 with 80% power" in read_preregistration(text, LINK1)[0]
-    assert not list(RESULTS_MD.parent.glob("jobs/link*/*.json")), "no link result exists yet"
+    for study in (LINK1, LINK2):
+        written = re.search(r"\(written (\S+ \S+) UTC, before any result\)", read_preregistration(text, study)[0])
+        heading = "link 1" if study == LINK1 else "link 2"
+        generated = re.search(rf"## Results: {heading}, .*\(complete; generated (\S+ \S+) UTC\)", text)
+        assert written and generated and written[1] < generated[1], f"{study}: criteria written before its results"
+        assert len(list(RESULTS_MD.parent.glob(f"jobs/{study}/*.json"))) == 20, "every arm and replicate reported"
 
 
 def test_shift_metrics_on_hand_made_scores() -> None:
