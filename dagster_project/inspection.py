@@ -19,7 +19,7 @@ from dagster_project.lineage import versions
 from dagster_project.resources import build_resources
 from dagster_project.runs import ensure_dagster_home, run_costs
 from dagster_project.settings import load_settings
-from resources.cost.ledger import cost_table, overhead
+from resources.cost.ledger import StageCost, cost_table, overhead
 from resources.cost.plan import PlanParams, Projection, measure, project
 from resources.models import load_causal_lm
 from resources.storage.tables import TableStore
@@ -105,6 +105,9 @@ def _print_projection(projection: Projection, currency: str) -> None:
     total = sum(s.money for s in projection.stages if s.money is not None)
     print(f"{'total':<30}{projection.total_seconds:>8.0f} s ({projection.total_seconds / 60:.1f} min)"
           + (f", {total:.4f} {currency}" if money else ""))
+    ratio = overhead(StageCost(s.stage, s.stage, s.usage, s.money, currency) for s in projection.stages)
+    if ratio is not None:
+        print(ratio.sentence(projected=True))
     print("assumptions:\n" + "\n".join(f"- {line}" for line in projection.assumptions))
 
 

@@ -141,10 +141,12 @@ class Overhead:
             return None
         return self.extra_money / self.baseline_money
 
-    def sentence(self) -> str:
-        """One line for the run summary."""
-        text = (f"Montessori overhead over Self-Instruct: {self.ratio:.1f}x (the stages only Montessori needs took "
-                f"{self.extra_seconds:.0f} s against {self.baseline_seconds:.0f} s for the baseline dataset")
+    def sentence(self, projected: bool = False) -> str:
+        """One line for the run summary, or for a plan's projection (``projected``)."""
+        took = "would take" if projected else "took"
+        text = (f"{'Projected ' if projected else ''}Montessori overhead over Self-Instruct: {self.ratio:.1f}x (the "
+                f"stages only Montessori needs {took} {self.extra_seconds:.0f} s against {self.baseline_seconds:.0f} s "
+                f"for the baseline dataset")
         if self.money_ratio is not None:
             text += f"; {self.money_ratio:.1f}x in money"
         return text + ")"

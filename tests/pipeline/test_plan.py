@@ -36,6 +36,11 @@ def test_plan_previews_and_projects_without_writing(
     assert report["stages"]["teacher_checkpoint"]["tokens_trained"] > 0
     assert report["total_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in report["stages"].values()), abs=0.1)
     assert any(line.startswith("total") for line in out.splitlines())
+    stages = report["stages"]
+    extra = sum(stages[name]["wall_seconds"] for name in (
+        "synthetic_instructions", "warm_student", "influence_scores", "preference_pairs", "teacher_checkpoint"))
+    ratio = extra / stages["baseline_dataset"]["wall_seconds"]
+    assert f"Projected Montessori overhead over Self-Instruct: {ratio:.1f}x" in out
     assert report["assumptions"] and "assumptions:" in out
 
     assert not (tmp_path / "tables").exists() and not (tmp_path / "checkpoints").exists()
